@@ -1,0 +1,3 @@
+from bulwark_vpn.cli import main
+
+main()

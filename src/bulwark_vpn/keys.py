@@ -1,0 +1,113 @@
+"""WireGuard keys: X25519 private/public keys and preshared keys, as their own types.
+
+Secrets never show in a repr or a log line; comparison is constant-time. Keys are read from files or
+stdin, never from the command line.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import os
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from bulwark_vpn.errors import InputError
+
+KEY_LEN = 32
+
+
+def _decode(text: str, what: str) -> bytes:
+    stripped = text.strip()
+    try:
+        raw = base64.b64decode(stripped, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != KEY_LEN or len(stripped) != 44:
+        shown = "(hidden)" if what != "public key" else stripped[:60]
+        raise InputError(
+            f"invalid {what}: '{shown}': expected 44 base64 characters encoding 32 bytes "
+            f"(generate one with 'wg genkey')"
+        )
+    return raw
+
+
+class _Key:
+    """32 raw bytes with base64 text form; equality is constant-time."""
+
+    __slots__ = ("_raw",)
+    kind = "key"
+
+    def __init__(self, raw: bytes) -> None:
+        if len(raw) != KEY_LEN:
+            raise InputError(f"invalid {self.kind}: must be {KEY_LEN} bytes, got {len(raw)}")
+        self._raw = bytes(raw)
+
+    @classmethod
+    def from_base64(cls, text: str):
+        return cls(_decode(text, cls.kind))
+
+    def to_base64(self) -> str:
+        return base64.b64encode(self._raw).decode("ascii")
+
+    @property
+    def raw(self) -> bytes:
+        return self._raw
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return hmac.compare_digest(self._raw, other._raw)  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._raw))
+
+
+class PublicKey(_Key):
+    """A peer's or server's public key: safe to show."""
+
+    kind = "public key"
+
+    def __repr__(self) -> str:
+        return f"PublicKey({self.to_base64()})"
+
+    def __str__(self) -> str:
+        return self.to_base64()
+
+
+class _SecretKey(_Key):
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(hidden)"
+
+    def __str__(self) -> str:
+        return "(hidden)"
+
+
+class PrivateKey(_SecretKey):
+    """An X25519 private key; `str`/`repr` never reveal it, use `to_base64()` deliberately."""
+
+    kind = "private key"
+
+    @classmethod
+    def generate(cls) -> PrivateKey:
+        key = X25519PrivateKey.generate()
+        raw = key.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+        return cls(raw)
+
+    def public_key(self) -> PublicKey:
+        key = X25519PrivateKey.from_private_bytes(self._raw)
+        return PublicKey(key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+
+
+class PresharedKey(_SecretKey):
+    """A symmetric preshared key (32 random bytes)."""
+
+    kind = "preshared key"
+
+    @classmethod
+    def generate(cls) -> PresharedKey:
+        return cls(os.urandom(KEY_LEN))
