@@ -1,0 +1,191 @@
+"""The one canonical model: server settings, peers and the derived client/server configurations.
+
+Every other module (store, renderers, data plane, deploy generators) speaks these types.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from bulwark_vpn.keys import PresharedKey, PrivateKey, PublicKey
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+Backend = Literal["auto", "kernel", "userspace"]
+
+DEFAULT_INTERFACE = "wg0"
+DEFAULT_PORT = 51820
+DEFAULT_SUBNET4 = ipaddress.IPv4Network("10.13.13.0/24")
+DEFAULT_ALLOWED_IPS: tuple[IPNetwork, ...] = (
+    ipaddress.IPv4Network("0.0.0.0/0"),
+    ipaddress.IPv6Network("::/0"),
+)
+DEFAULT_KEEPALIVE = 25
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Server-wide settings. All fields have a value; partial updates use `SettingsUpdate`."""
+
+    interface: str = DEFAULT_INTERFACE
+    listen_port: int = DEFAULT_PORT
+    # Host or IP that clients use as Endpoint ("auto": discovered); None until known.
+    server_url: str | None = None
+    # Port advertised in client Endpoints (a forwarded port); None means the listen port.
+    server_port: int | None = None
+    subnet4: ipaddress.IPv4Network = DEFAULT_SUBNET4
+    subnet6: ipaddress.IPv6Network | None = None
+    # "auto" = the server's tunnel address(es), where Bulwark serves DNS; "" = no DNS line; else a list.
+    peer_dns: str = "auto"
+    allowed_ips: tuple[IPNetwork, ...] = DEFAULT_ALLOWED_IPS
+    mtu: int | None = None
+    log_confs: bool = False
+    backend: Backend = "auto"
+    # Egress interface for NAT into the private network; None = from the default route.
+    egress_interface: str | None = None
+    # Last public address discovered for server_url=auto (kept when discovery fails).
+    discovered_url: str | None = None
+
+    @property
+    def advertised_port(self) -> int:
+        return self.server_port if self.server_port is not None else self.listen_port
+
+    @property
+    def server_address4(self) -> ipaddress.IPv4Interface:
+        return ipaddress.IPv4Interface(f"{next(self.subnet4.hosts())}/{self.subnet4.prefixlen}")
+
+    @property
+    def server_address6(self) -> ipaddress.IPv6Interface | None:
+        if self.subnet6 is None:
+            return None
+        return ipaddress.IPv6Interface(f"{self.subnet6.network_address + 1}/{self.subnet6.prefixlen}")
+
+    @property
+    def server_addresses(self) -> tuple[IPInterface, ...]:
+        six = self.server_address6
+        return (self.server_address4,) if six is None else (self.server_address4, six)
+
+    @property
+    def endpoint_host(self) -> str | None:
+        """The Endpoint host clients use, or None when it is not known yet."""
+        if self.server_url in (None, "", "auto"):
+            return self.discovered_url
+        return self.server_url
+
+
+@dataclass(frozen=True)
+class SettingsUpdate:
+    """A partial update of Settings: a field left as None is "not given" and keeps its stored value.
+
+    `clear` names optional fields to reset to None deliberately (e.g. {"subnet6"}).
+    """
+
+    interface: str | None = None
+    listen_port: int | None = None
+    server_url: str | None = None
+    server_port: int | None = None
+    subnet4: ipaddress.IPv4Network | None = None
+    subnet6: ipaddress.IPv6Network | None = None
+    peer_dns: str | None = None
+    allowed_ips: tuple[IPNetwork, ...] | None = None
+    mtu: int | None = None
+    log_confs: bool | None = None
+    backend: Backend | None = None
+    egress_interface: str | None = None
+    clear: frozenset[str] = frozenset()
+
+    def merged_over(self, other: SettingsUpdate) -> SettingsUpdate:
+        """This update, falling back to `other` where this one is not given."""
+        values = {
+            name: getattr(self, name) if getattr(self, name) is not None else getattr(other, name)
+            for name in self.__dataclass_fields__
+            if name != "clear"
+        }
+        return SettingsUpdate(**values, clear=self.clear | other.clear)
+
+    def apply_to(self, settings: Settings) -> Settings:
+        changes = {
+            name: getattr(self, name)
+            for name in self.__dataclass_fields__
+            if name != "clear" and getattr(self, name) is not None
+        }
+        for name in self.clear:
+            changes[name] = None
+        return replace(settings, **changes)
+
+
+@dataclass(frozen=True)
+class ServerIdentity:
+    private_key: PrivateKey
+
+    @property
+    def public_key(self) -> PublicKey:
+        return self.private_key.public_key()
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One client of the gateway."""
+
+    name: str
+    public_key: PublicKey
+    address4: ipaddress.IPv4Address
+    # None for a peer adopted without its private key (it lives only on the client).
+    private_key: PrivateKey | None = None
+    preshared_key: PresharedKey | None = None
+    address6: ipaddress.IPv6Address | None = None
+    # Client-side AllowedIPs (routes sent through the tunnel); None = the server's default.
+    allowed_ips: tuple[IPNetwork, ...] | None = None
+    # Extra networks behind this peer routed to it by the server (site-to-site).
+    server_allowed_ips: tuple[IPNetwork, ...] = ()
+    keepalive: int | None = None
+    enabled: bool = True
+
+    @property
+    def folder_name(self) -> str:
+        """linuxserver layout: numbered peers are `peerN`, named ones `peer_NAME`."""
+        return self.name if _is_numbered(self.name) else f"peer_{self.name}"
+
+    def tunnel_networks(self) -> tuple[IPNetwork, ...]:
+        """What the server routes to this peer: its /32 (and /128) plus server_allowed_ips."""
+        nets: list[IPNetwork] = [ipaddress.ip_network(f"{self.address4}/32")]
+        if self.address6 is not None:
+            nets.append(ipaddress.ip_network(f"{self.address6}/128"))
+        nets.extend(self.server_allowed_ips)
+        return tuple(nets)
+
+
+def _is_numbered(name: str) -> bool:
+    return name.startswith("peer") and name[4:].isdigit()
+
+
+@dataclass(frozen=True)
+class WgInterfaceSection:
+    private_key: PrivateKey
+    addresses: tuple[IPInterface, ...] = ()
+    listen_port: int | None = None
+    mtu: int | None = None
+    dns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WgPeerSection:
+    public_key: PublicKey
+    allowed_ips: tuple[IPNetwork, ...] = ()
+    preshared_key: PresharedKey | None = None
+    endpoint: str | None = None
+    keepalive: int | None = None
+    # Comment lines "# Name" before the section: linuxserver writes "# peer_NAME".
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
+class WgConfig:
+    """A wg-quick configuration file: one [Interface] and its [Peer]s."""
+
+    interface: WgInterfaceSection
+    peers: tuple[WgPeerSection, ...] = field(default_factory=tuple)
