@@ -1,0 +1,215 @@
+"""The `bulwark` command: parse arguments, call one service function, format the result. Nothing else.
+
+stdout carries only what was asked for (configs, JSON, tables); messages go to stderr.
+Exit codes: 0 success, 2 bad input (nothing changed), 1 other failure (see errors.ExitCode).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from bulwark_vpn import __version__, service
+from bulwark_vpn.addressing import parse_networks
+from bulwark_vpn.config import (
+    InitRequest,
+    combine,
+    default_config_dir,
+    parse_keepalive,
+    request_from_env,
+    request_from_file,
+    settings_update,
+)
+from bulwark_vpn.errors import BulwarkError, ExitCode
+
+_DEBUG = False
+
+
+def _config_dir_option(func):
+    return click.option(
+        "--config-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=lambda: default_config_dir(os.environ),
+        show_default="$BULWARK_CONFIG_DIR, /config in a container, else /etc/bulwark",
+        help="Folder holding the store and the rendered files.",
+    )(func)
+
+
+def _echo_json(value: object) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
+def _networks(value: str | None, what: str):
+    return parse_networks(value, what) if value is not None else None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="bulwark")
+@click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+def cli(debug: bool) -> None:
+    """Bulwark: a WireGuard VPN gateway."""
+    global _DEBUG
+    _DEBUG = debug
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(message)s", stream=sys.stderr)
+
+
+@cli.command()
+@_config_dir_option
+@click.option("--settings", "settings_file", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="BULWARK_SETTINGS", help="TOML settings file (lower precedence than flags and env).")
+@click.option("--interface", help="WireGuard interface name [wg0].")
+@click.option("--listen-port", help="UDP port the server listens on [51820].")
+@click.option("--server-url", help="Endpoint host for clients: auto, an IP or a DNS name (SERVERURL).")
+@click.option("--server-port", help="Port advertised to clients, e.g. a forwarded port (SERVERPORT).")
+@click.option("--subnet", "subnet4", help="IPv4 tunnel subnet, e.g. 10.13.13.0/24 (INTERNAL_SUBNET).")
+@click.option("--subnet6", help="IPv6 tunnel subnet for dual-stack, e.g. fd13:13:13::/64.")
+@click.option("--peer-dns", help="DNS for clients: auto (Bulwark's forwarder) or IPs (PEERDNS).")
+@click.option("--allowed-ips", help="Default client AllowedIPs (ALLOWEDIPS) [0.0.0.0/0, ::/0].")
+@click.option("--mtu", help="Interface MTU for server and clients.")
+@click.option("--backend", type=click.Choice(["auto", "kernel", "userspace"]), help="WireGuard implementation.")
+@click.option("--egress-interface", help="Interface toward the private network [from the default route].")
+@click.option("--log-confs/--no-log-confs", default=None, help="Print new peers' QR codes to the log (LOG_CONFS).")
+@click.option("--peers", help="Peers to create: a count N (peer1..peerN) or names (PEERS).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def init(config_dir: Path, settings_file: Path | None, peers: str | None, as_json: bool, **flags) -> None:
+    """Create or update the server from flags, the linuxserver variables and a settings file."""
+    from bulwark_vpn.config import (
+        _peer_requests,  # noqa: PLC2701
+        parse_peers,
+    )
+
+    flag_request = InitRequest(
+        update=settings_update(flags),
+        peers=_peer_requests(parse_peers(peers), (), {}) if peers else (),
+    )
+    requests = [flag_request, request_from_env(os.environ)]
+    if settings_file is not None:
+        requests.append(request_from_file(settings_file))
+    result = service.init_server(config_dir, combine(*requests))
+    if as_json:
+        _echo_json({
+            "created": result.created,
+            "adopted_from": str(result.adopted_from) if result.adopted_from else None,
+            "added_peers": list(result.added),
+            "changed_settings": list(result.changed_settings),
+            "config_dir": str(config_dir),
+        })
+        return
+    verb = "created" if result.created else "updated"
+    if result.adopted_from:
+        click.echo(f"bulwark: adopted the linuxserver/wireguard config {result.adopted_from}", err=True)
+    click.echo(f"bulwark: server {verb} in {config_dir}", err=True)
+    for name in result.added:
+        click.echo(f"bulwark: added peer {name}", err=True)
+    if result.settings.log_confs:
+        for name in result.added:
+            click.echo(f"peer {name}:\n{service.peer_qr(config_dir, name)}", err=True)
+
+
+@cli.group()
+def peer() -> None:
+    """Add, remove, list and show peers."""
+
+
+@peer.command("add")
+@click.argument("names", nargs=-1, required=True)
+@_config_dir_option
+@click.option("--allowed-ips", help="Client AllowedIPs for these peers (default: the server's ALLOWEDIPS).")
+@click.option("--server-allowed-ips", help="Extra networks behind these peers, routed to them by the server.")
+@click.option("--keepalive", help="PersistentKeepalive seconds (e.g. 25).")
+def peer_add(names, config_dir, allowed_ips, server_allowed_ips, keepalive) -> None:
+    """Add peers: keys, addresses, configs and QR codes."""
+    added = service.add_peers(
+        config_dir,
+        list(names),
+        allowed_ips=_networks(allowed_ips, "--allowed-ips"),
+        server_allowed_ips=_networks(server_allowed_ips, "--server-allowed-ips"),
+        keepalive=parse_keepalive(keepalive) if keepalive is not None else None,
+    )
+    for p in added:
+        extra = f", {p.address6}" if p.address6 else ""
+        click.echo(f"bulwark: added peer {p.name} ({p.address4}{extra})", err=True)
+
+
+@peer.command("remove")
+@click.argument("names", nargs=-1, required=True)
+@_config_dir_option
+def peer_remove(names, config_dir) -> None:
+    """Remove peers and their files."""
+    for p in service.remove_peers(config_dir, list(names)):
+        click.echo(f"bulwark: removed peer {p.name}", err=True)
+
+
+@peer.command("enable")
+@click.argument("names", nargs=-1, required=True)
+@_config_dir_option
+def peer_enable(names, config_dir) -> None:
+    """Enable peers (they are put back on the device)."""
+    for p in service.set_peers_enabled(config_dir, list(names), True):
+        click.echo(f"bulwark: enabled peer {p.name}", err=True)
+
+
+@peer.command("disable")
+@click.argument("names", nargs=-1, required=True)
+@_config_dir_option
+def peer_disable(names, config_dir) -> None:
+    """Disable peers: keys and address are kept, the peer is taken off the device."""
+    for p in service.set_peers_enabled(config_dir, list(names), False):
+        click.echo(f"bulwark: disabled peer {p.name}", err=True)
+
+
+@peer.command("list")
+@_config_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON (stable fields).")
+def peer_list(config_dir, as_json) -> None:
+    """List peers (no secrets)."""
+    peers = service.list_peers(config_dir)
+    if as_json:
+        _echo_json([dataclasses.asdict(p) for p in peers])
+        return
+    for p in peers:
+        state = "" if p.enabled else "  (disabled)"
+        six = f"  {p.address6}" if p.address6 else ""
+        click.echo(f"{p.name:<12} {p.address4:<15}{six}  {p.public_key}{state}")
+
+
+@peer.command("show")
+@click.argument("name")
+@_config_dir_option
+@click.option("--endpoint", help="Override the Endpoint HOST:PORT (e.g. a forwarded port on the same host).")
+@click.option("--qr", is_flag=True, help="Print a terminal QR code instead of the config.")
+def peer_show(name, config_dir, endpoint, qr) -> None:
+    """Print a peer's wg-quick config (or QR code) to stdout."""
+    if qr:
+        click.echo(service.peer_qr(config_dir, name, endpoint), nl=False)
+    else:
+        click.echo(service.peer_config(config_dir, name, endpoint), nl=False)
+
+
+def main() -> None:
+    """Entry point: one place maps BulwarkError to a one-line message and an exit code."""
+    # Everything Bulwark creates (store, WAL, keys, configs) is private to root by default.
+    os.umask(0o077)
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("bulwark: aborted", err=True)
+        sys.exit(ExitCode.FAILURE)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(ExitCode.BAD_INPUT)
+    except BulwarkError as exc:
+        if _DEBUG:
+            raise
+        click.echo(f"bulwark: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,346 @@
+"""The operations users ask for. `cli` and `web` call these and only format their results.
+
+Every mutation runs under the config dir's lock: validate everything first (bad input changes nothing),
+write the store in one transaction, then regenerate exactly the rendered files that depend on the change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from bulwark_vpn import adopt as adopt_mod
+from bulwark_vpn.addressing import Pool
+from bulwark_vpn.config import InitRequest, PeerRequest, normalize_peer_name
+from bulwark_vpn.errors import ConflictError, InputError, NotFoundError
+from bulwark_vpn.fsutil import atomic_write, ensure_private_dir
+from bulwark_vpn.keys import PresharedKey, PrivateKey
+from bulwark_vpn.model import IPNetwork, Peer, Settings
+from bulwark_vpn.render import layout
+from bulwark_vpn.render.qr import qr_terminal
+from bulwark_vpn.render.wgquick import parse_endpoint
+from bulwark_vpn.store import STORE_NAME, Store
+
+log = logging.getLogger("bulwark_vpn")
+
+LOCK_NAME = ".bulwark.lock"
+# Settings that appear in client configs: changing one re-renders every peer's files.
+_CLIENT_FACING = ("server_url", "server_port", "listen_port", "peer_dns", "allowed_ips", "mtu", "discovered_url")
+
+
+@contextlib.contextmanager
+def _locked(config_dir: Path) -> Iterator[None]:
+    """Serialize mutations (store write + file rendering) across processes."""
+    ensure_private_dir(config_dir)
+    fd = os.open(config_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _open_existing(config_dir: Path) -> Store:
+    store = Store.open(config_dir, create=False)
+    if not store.is_initialized():
+        store.close()
+        raise NotFoundError(f"the server in '{config_dir}' is not set up: run 'bulwark init --config-dir {config_dir}'")
+    return store
+
+
+def _pools(settings: Settings) -> tuple[Pool, Pool | None]:
+    return Pool(settings.subnet4), Pool(settings.subnet6) if settings.subnet6 is not None else None
+
+
+# -- rendering --------------------------------------------------------------------------------------------
+
+
+def _write_files(config_dir: Path, files: dict[str, layout.RenderedFile]) -> None:
+    for relative, rendered in files.items():
+        path = config_dir / relative
+        ensure_private_dir(path.parent)
+        atomic_write(path, rendered.content, rendered.mode)
+
+
+def _render_server(config_dir: Path, store: Store) -> None:
+    settings = store.settings()
+    key = store.require_server_key()
+    _write_files(config_dir, layout.server_files(settings, key, store.peers()))
+
+
+def _render_peers(config_dir: Path, store: Store, peers: list[Peer]) -> None:
+    settings = store.settings()
+    key = store.require_server_key()
+    public = key.public_key()
+    for peer in peers:
+        _write_files(config_dir, layout.peer_files(settings, public, peer))
+
+
+def _remove_peer_files(config_dir: Path, peer: Peer) -> None:
+    folder = config_dir / peer.folder_name
+    if folder.is_dir():
+        shutil.rmtree(folder)
+
+
+# -- init -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InitResult:
+    settings: Settings
+    created: bool
+    adopted_from: Path | None
+    added: tuple[str, ...]
+    changed_settings: tuple[str, ...]
+
+
+def _validate_new_settings(store: Store, old: Settings, new: Settings) -> None:
+    """Refuse a subnet change that would leave existing peers outside the new subnet."""
+    peers = store.peers()
+    outside4 = [p for p in peers if not Pool(new.subnet4).contains_peer_address(p.address4)]
+    if outside4 and new.subnet4 != old.subnet4:
+        raise ConflictError(
+            f"cannot change the subnet to '{new.subnet4}': peer '{outside4[0].name}' has {outside4[0].address4} "
+            f"outside it: choose a subnet containing the existing peers, or remove them first"
+        )
+    if new.subnet6 is not None and new.subnet6 != old.subnet6:
+        outside6 = [p for p in peers if p.address6 is not None and p.address6 not in new.subnet6]
+        if outside6:
+            raise ConflictError(
+                f"cannot change the IPv6 subnet to '{new.subnet6}': peer '{outside6[0].name}' has "
+                f"{outside6[0].address6} outside it: choose a subnet containing it, or remove the peer first"
+            )
+
+
+def _rebase_if_needed(store: Store, old: Settings, new: Settings) -> None:
+    if new.subnet4 != old.subnet4:
+        store.rebase_pool(Pool(old.subnet4), Pool(new.subnet4), [p.address4 for p in store.peers()])
+    if new.subnet6 is not None and new.subnet6 != old.subnet6:
+        used6 = [p.address6 for p in store.peers() if p.address6 is not None]
+        store.rebase_pool(Pool(old.subnet6 or new.subnet6), Pool(new.subnet6), used6)
+
+
+def _adopt(store: Store, adopted: adopt_mod.Adopted) -> Settings:
+    settings = adopted.update.apply_to(Settings())
+    store.save_settings(settings)
+    store.set_server_key(adopted.server_key)
+    pool4, pool6 = _pools(settings)
+    with store.transaction():
+        for peer in sorted(adopted.peers, key=lambda p: int(p.address4)):
+            if pool4.contains_peer_address(peer.address4):
+                store.reserve(pool4, peer.address4)
+            if peer.address6 is not None and pool6 is not None and pool6.contains_peer_address(peer.address6):
+                store.reserve(pool6, peer.address6)
+            store.insert_peer(peer)
+    return settings
+
+
+def init_server(config_dir: Path, request: InitRequest) -> InitResult:
+    """Create or update the server from validated settings; idempotent. Adopts a linuxserver layout."""
+    with _locked(config_dir):
+        fresh = not (config_dir / STORE_NAME).exists()
+        adopted = adopt_mod.adopt_linuxserver(config_dir) if fresh else None
+        with Store.open(config_dir) as store:
+            with store.transaction():
+                if adopted is not None:
+                    _adopt(store, adopted)
+                old = store.settings()
+                new = request.update.apply_to(old)
+                _validate_new_settings(store, old, new)
+                if store.server_key() is None:
+                    store.set_server_key(PrivateKey.generate())
+                if new != old or fresh:
+                    store.save_settings(new)
+                _rebase_if_needed(store, old, new)
+                missing = [p for p in request.peers if not store.has_peer(p.name)]
+                added = [_create_requested(store, new, p) for p in missing]
+                _apply_keepalive_peers(store, request.keepalive_peers)
+            changed = tuple(f for f in Settings.__dataclass_fields__ if getattr(old, f) != getattr(new, f))
+            _render_server(config_dir, store)
+            client_change = fresh or any(f in _CLIENT_FACING or f.startswith("subnet") for f in changed)
+            to_render = store.peers() if client_change else added + _peers_missing_files(config_dir, store)
+            _render_peers(config_dir, store, to_render)
+            return InitResult(new, fresh, adopted.source if adopted else None, tuple(p.name for p in added), changed)
+
+
+def _apply_keepalive_peers(store: Store, names: tuple[str, ...]) -> None:
+    from bulwark_vpn.model import DEFAULT_KEEPALIVE
+
+    for peer in store.peers():
+        wanted = "all" in names or peer.name in names
+        if wanted and peer.keepalive is None:
+            store.update_peer(replace(peer, keepalive=DEFAULT_KEEPALIVE))
+
+
+def _peers_missing_files(config_dir: Path, store: Store) -> list[Peer]:
+    return [p for p in store.peers() if not (config_dir / p.folder_name / f"publickey-{p.folder_name}").exists()]
+
+
+# -- peers ------------------------------------------------------------------------------------------------
+
+
+def _create_peer(
+    store: Store,
+    settings: Settings,
+    name: str,
+    *,
+    allowed_ips: tuple[IPNetwork, ...] | None = None,
+    server_allowed_ips: tuple[IPNetwork, ...] | None = None,
+    keepalive: int | None = None,
+) -> Peer:
+    pool4, pool6 = _pools(settings)
+    private = PrivateKey.generate()
+    peer = Peer(
+        name=name,
+        public_key=private.public_key(),
+        private_key=private,
+        preshared_key=PresharedKey.generate(),
+        address4=store.allocate(pool4),  # type: ignore[arg-type]
+        address6=store.allocate(pool6) if pool6 is not None else None,  # type: ignore[arg-type]
+        allowed_ips=allowed_ips,
+        server_allowed_ips=server_allowed_ips or (),
+        keepalive=keepalive,
+    )
+    store.insert_peer(peer)
+    return peer
+
+
+def _create_requested(store: Store, settings: Settings, request: PeerRequest) -> Peer:
+    return _create_peer(
+        store, settings, request.name, keepalive=request.keepalive, server_allowed_ips=request.server_allowed_ips
+    )
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    normalized = [normalize_peer_name(n) for n in names]
+    if not normalized:
+        raise InputError("no peer name given: pass at least one NAME")
+    seen: set[str] = set()
+    for name in normalized:
+        if name in seen:
+            raise InputError(f"peer name given twice: '{name}': list each peer once")
+        seen.add(name)
+    return normalized
+
+
+def add_peers(
+    config_dir: Path,
+    names: list[str],
+    *,
+    allowed_ips: tuple[IPNetwork, ...] | None = None,
+    server_allowed_ips: tuple[IPNetwork, ...] | None = None,
+    keepalive: int | None = None,
+) -> list[Peer]:
+    """Add peers (all or none): keys, PSK, next free addresses, their files and the server config."""
+    wanted = _unique_names(names)
+    with _locked(config_dir), _open_existing(config_dir) as store:
+        for name in wanted:
+            if store.has_peer(name):
+                raise ConflictError(f"a peer named '{name}' already exists: choose another name or remove it first")
+        settings = store.settings()
+        with store.transaction():
+            peers = [
+                _create_peer(store, settings, n, allowed_ips=allowed_ips, server_allowed_ips=server_allowed_ips,
+                             keepalive=keepalive)
+                for n in wanted
+            ]
+        _render_server(config_dir, store)
+        _render_peers(config_dir, store, peers)
+        return peers
+
+
+def remove_peers(config_dir: Path, names: list[str]) -> list[Peer]:
+    """Remove peers (all or none) and their files; their addresses become reusable."""
+    wanted = _unique_names(names)
+    with _locked(config_dir), _open_existing(config_dir) as store:
+        for name in wanted:
+            store.peer(name)  # raises NotFoundError before anything changes
+        pools = _pools(store.settings())
+        with store.transaction():
+            removed = [store.delete_peer(name, pools) for name in wanted]
+        _render_server(config_dir, store)
+        for peer in removed:
+            _remove_peer_files(config_dir, peer)
+        return removed
+
+
+def set_peers_enabled(config_dir: Path, names: list[str], enabled: bool) -> list[Peer]:
+    """Enable or disable peers; a disabled peer keeps its keys and address but is not on the device."""
+    wanted = _unique_names(names)
+    with _locked(config_dir), _open_existing(config_dir) as store:
+        peers = [store.peer(name) for name in wanted]
+        with store.transaction():
+            changed = [replace(p, enabled=enabled) for p in peers]
+            for peer in changed:
+                store.update_peer(peer)
+        _render_server(config_dir, store)
+        return changed
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    """What `peer list` shows: no secrets."""
+
+    name: str
+    public_key: str
+    address4: str
+    address6: str | None
+    allowed_ips: list[str]
+    keepalive: int | None
+    enabled: bool
+
+    @classmethod
+    def of(cls, peer: Peer, settings: Settings) -> PeerInfo:
+        allowed = peer.allowed_ips if peer.allowed_ips is not None else settings.allowed_ips
+        return cls(
+            name=peer.name,
+            public_key=str(peer.public_key),
+            address4=str(peer.address4),
+            address6=str(peer.address6) if peer.address6 else None,
+            allowed_ips=[str(n) for n in allowed],
+            keepalive=peer.keepalive,
+            enabled=peer.enabled,
+        )
+
+
+def list_peers(config_dir: Path) -> list[PeerInfo]:
+    with _open_existing(config_dir) as store:
+        settings = store.settings()
+        return [PeerInfo.of(p, settings) for p in store.peers()]
+
+
+def get_settings(config_dir: Path) -> Settings:
+    with _open_existing(config_dir) as store:
+        return store.settings()
+
+
+def peer_config(config_dir: Path, name: str, endpoint: str | None = None) -> str:
+    """A peer's wg-quick config; `endpoint` (HOST:PORT) overrides the Endpoint line."""
+    wanted = normalize_peer_name(name)
+    if endpoint is not None:
+        parse_endpoint(endpoint)
+    with _open_existing(config_dir) as store:
+        peer = store.peer(wanted)
+        key = store.require_server_key()
+        settings = store.settings()
+        if peer.private_key is None:
+            raise InputError(
+                f"peer '{wanted}' was adopted without its private key: its config lives only on the client; "
+                f"remove and re-add the peer to get a new one"
+            )
+        if endpoint is None and settings.endpoint_host is None:
+            raise InputError(
+                "the server's public address is unknown: set it with 'bulwark init --server-url HOST' "
+                "or pass '--endpoint HOST:PORT'"
+            )
+        return layout.render_client_config(settings, key.public_key(), peer, endpoint)
+
+
+def peer_qr(config_dir: Path, name: str, endpoint: str | None = None) -> str:
+    return qr_terminal(peer_config(config_dir, name, endpoint))
