@@ -35,8 +35,10 @@ _CLIENT_FACING = ("server_url", "server_port", "listen_port", "peer_dns", "allow
 
 
 @contextlib.contextmanager
-def _locked(config_dir: Path) -> Iterator[None]:
+def _locked(config_dir: Path, *, create: bool = False) -> Iterator[None]:
     """Serialize mutations (store write + file rendering) across processes."""
+    if not create and not (config_dir / STORE_NAME).exists():
+        raise NotFoundError(f"no Bulwark store in '{config_dir}': run 'bulwark init --config-dir {config_dir}' first")
     ensure_private_dir(config_dir)
     fd = os.open(config_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -143,7 +145,7 @@ def _adopt(store: Store, adopted: adopt_mod.Adopted) -> Settings:
 
 def init_server(config_dir: Path, request: InitRequest) -> InitResult:
     """Create or update the server from validated settings; idempotent. Adopts a linuxserver layout."""
-    with _locked(config_dir):
+    with _locked(config_dir, create=True):
         fresh = not (config_dir / STORE_NAME).exists()
         adopted = adopt_mod.adopt_linuxserver(config_dir) if fresh else None
         with Store.open(config_dir) as store:

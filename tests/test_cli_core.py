@@ -1,0 +1,235 @@
+"""The provisioning CLI end to end: linuxserver variables, layout, consistency, bad input changes nothing."""
+
+import ipaddress
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bulwark_vpn.render.wgquick import parse_config
+from tests.helpers import bulwark, clean_env, snapshot
+
+
+def _init_linuxserver_style(config_dir: Path, **env: str) -> subprocess.CompletedProcess:
+    variables = {"PEERS": "leo_mac,2", "SERVERURL": "vpn.example.com", "SERVERPORT": "51821",
+                 "INTERNAL_SUBNET": "10.13.13.0", "PEERDNS": "auto"}
+    variables.update(env)
+    return bulwark("init", "--config-dir", str(config_dir), env=clean_env(**variables))
+
+
+def test_linuxserver_invocation_yields_the_layout_with_consistent_keys(tmp_path):
+    config = tmp_path / "config"
+    _init_linuxserver_style(config)
+    expected = {
+        "wg_confs/wg0.conf", "server/privatekey-server", "server/publickey-server",
+        "peer_leo_mac/peer_leo_mac.conf", "peer_leo_mac/peer_leo_mac.png", "peer_leo_mac/privatekey-peer_leo_mac",
+        "peer_leo_mac/publickey-peer_leo_mac", "peer_leo_mac/presharedkey-peer_leo_mac",
+        "peer2/peer2.conf", "peer2/peer2.png", "peer2/privatekey-peer2", "peer2/publickey-peer2",
+        "peer2/presharedkey-peer2",
+    }
+    files = {str(p.relative_to(config)) for p in config.rglob("*") if p.is_file()}
+    assert expected <= files
+    for rel in expected:
+        mode = (config / rel).stat().st_mode & 0o777
+        assert mode == (0o644 if "publickey" in rel else 0o600), rel
+    for folder in ("wg_confs", "server", "peer_leo_mac", "peer2"):
+        assert (config / folder).stat().st_mode & 0o777 == 0o700
+    assert config.stat().st_mode & 0o777 == 0o700
+
+    server = parse_config((config / "wg_confs/wg0.conf").read_text())
+    assert (config / "server/publickey-server").read_text().strip() == str(server.interface.private_key.public_key())
+    assert server.interface.listen_port == 51820  # SERVERPORT is only the advertised port
+    assert [str(a) for a in server.interface.addresses] == ["10.13.13.1/24"]
+    by_key = {p.public_key: p for p in server.peers}
+    for folder, address in (("peer_leo_mac", "10.13.13.2"), ("peer2", "10.13.13.3")):
+        client = parse_config((config / folder / f"{folder}.conf").read_text())
+        public = client.interface.private_key.public_key()
+        assert (config / folder / f"publickey-{folder}").read_text().strip() == str(public)
+        assert (config / folder / f"privatekey-{folder}").read_text().strip() == client.interface.private_key.to_base64()
+        server_peer = by_key[public]
+        assert [str(n) for n in server_peer.allowed_ips] == [f"{address}/32"]
+        psk = (config / folder / f"presharedkey-{folder}").read_text().strip()
+        assert server_peer.preshared_key.to_base64() == psk == client.peers[0].preshared_key.to_base64()
+        assert client.peers[0].endpoint == "vpn.example.com:51821"
+        assert client.interface.dns == ("10.13.13.1",)
+        assert [str(a) for a in client.interface.addresses] == [f"{address}/32"]
+        assert client.peers[0].public_key == server.interface.private_key.public_key()
+        assert (config / folder / f"{folder}.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_init_is_idempotent_and_keeps_edits_of_unrelated_settings(tmp_path):
+    config = tmp_path / "c"
+    _init_linuxserver_style(config)
+    before = snapshot(config)
+    _init_linuxserver_style(config)
+    assert snapshot(config) == before
+    # A changed setting updates what depends on it, nothing else: keys and addresses stay.
+    _init_linuxserver_style(config, SERVERPORT="51999")
+    after = snapshot(config)
+    assert after["peer2/privatekey-peer2"] == before["peer2/privatekey-peer2"]
+    assert after["wg_confs/wg0.conf"] == before["wg_confs/wg0.conf"]
+    assert b"Endpoint = vpn.example.com:51999" in after["peer2/peer2.conf"][0]
+    # "Not given" never resets: running init without variables keeps SERVERPORT 51999.
+    bulwark("init", "--config-dir", str(config))
+    assert b":51999" in (config / "peer2/peer2.conf").read_bytes()
+
+
+def test_ipv6_server_url_is_bracketed_and_dual_stack(tmp_path):
+    config = tmp_path / "c"
+    bulwark("init", "--config-dir", str(config), "--server-url", "2001:db8::7", "--subnet6", "fd13:13:13::/64",
+            "--peers", "alice")
+    client = parse_config(bulwark("peer", "show", "alice", "--config-dir", str(config)).stdout)
+    assert client.peers[0].endpoint == "[2001:db8::7]:51820"
+    assert [str(a) for a in client.interface.addresses] == ["10.13.13.2/32", "fd13:13:13::2/128"]
+    assert client.interface.dns == ("10.13.13.1", "fd13:13:13::1")
+    server = parse_config((config / "wg_confs/wg0.conf").read_text())
+    assert [str(a) for a in server.interface.addresses] == ["10.13.13.1/24", "fd13:13:13::1/64"]
+
+
+def test_300_peers_in_a_slash_16_get_distinct_addresses(tmp_path):
+    config = tmp_path / "c"
+    bulwark("init", "--config-dir", str(config), "--server-url", "vpn.example.com",
+            env=clean_env(INTERNAL_SUBNET="10.20.0.0/16", PEERS="300"))
+    peers = json.loads(bulwark("peer", "list", "--json", "--config-dir", str(config)).stdout)
+    addresses = [ipaddress.IPv4Address(p["address4"]) for p in peers]
+    assert len(peers) == 300 == len(set(addresses))
+    assert all(a in ipaddress.IPv4Network("10.20.0.0/16") for a in addresses)
+    assert max(addresses) > ipaddress.IPv4Address("10.20.0.255")  # past the first /24, unlike linuxserver
+    assert len({p["public_key"] for p in peers}) == 300
+
+
+def test_peer_show_endpoint_override_and_qr(tmp_path):
+    config = tmp_path / "c"
+    bulwark("init", "--config-dir", str(config), "--server-url", "0.0.0.0", "--peers", "leo_mac")
+    shown = bulwark("peer", "show", "leo_mac", "--endpoint", "0.0.0.0:51821", "--config-dir", str(config)).stdout
+    assert parse_config(shown).peers[0].endpoint == "0.0.0.0:51821"
+    qr = bulwark("peer", "show", "leo_mac", "--qr", "--config-dir", str(config)).stdout
+    assert "█" in qr and "PrivateKey" not in qr
+
+
+def test_peer_list_json_is_stable_and_has_no_secrets(tmp_path):
+    config = tmp_path / "c"
+    bulwark("init", "--config-dir", str(config), "--peers", "bob", "--server-url", "vpn.example.com")
+    bulwark("peer", "add", "carol", "--allowed-ips", "10.0.0.0/16", "--keepalive", "25", "--config-dir", str(config))
+    peers = json.loads(bulwark("peer", "list", "--json", "--config-dir", str(config)).stdout)
+    assert set(peers[0]) == {"name", "public_key", "address4", "address6", "allowed_ips", "keepalive", "enabled"}
+    carol = peers[1]
+    assert carol["allowed_ips"] == ["10.0.0.0/16"] and carol["keepalive"] == 25
+    secrets = [(config / "peer_bob/privatekey-peer_bob").read_text().strip(),
+               (config / "peer_bob/presharedkey-peer_bob").read_text().strip()]
+    listing = json.dumps(peers)
+    assert not any(s in listing for s in secrets)
+
+
+def test_remove_frees_files_and_address_for_later(tmp_path):
+    config = tmp_path / "c"
+    bulwark("init", "--config-dir", str(config), "--subnet", "10.5.5.0/29", "--peers", "a,b,c,d,e")
+    bulwark("peer", "remove", "b", "--config-dir", str(config))
+    assert not (config / "peer_b").exists()
+    assert "peer_b" not in (config / "wg_confs/wg0.conf").read_text()
+    bulwark("peer", "add", "f", "--config-dir", str(config))
+    peers = {p["name"]: p["address4"] for p in json.loads(bulwark("peer", "list", "--json", "--config-dir",
+                                                                    str(config)).stdout)}
+    assert peers["f"] == "10.5.5.3"  # the subnet was otherwise full: b's address, after b was removed
+    full = bulwark("peer", "add", "g", "--config-dir", str(config), check=False)
+    assert full.returncode == 2 and "10.5.5.0/29' is full" in full.stderr
+
+
+BAD_INPUTS = [
+    (["peer", "add", "a/b"], "invalid peer name: 'a/b'"),
+    (["peer", "add", ".."], "invalid peer name: '..'"),
+    (["peer", "add", "has space"], "invalid peer name: 'has space'"),
+    (["peer", "add", "much_too_long_name"], "invalid peer name: 'much_too_long_name'"),
+    (["peer", "add", "existing"], "a peer named 'existing' already exists"),
+    (["peer", "add", "x", "x"], "peer name given twice: 'x'"),
+    (["peer", "add", "ok", "--allowed-ips", "10.0.0.0/33"], "invalid --allowed-ips entry: '10.0.0.0/33'"),
+    (["peer", "add", "ok", "--keepalive", "-3"], "invalid keepalive: '-3'"),
+    (["peer", "remove", "ghost"], "no peer named 'ghost'"),
+    (["peer", "remove", "existing", "ghost"], "no peer named 'ghost'"),
+    (["peer", "show", "existing", "--endpoint", "nohostport"], "invalid endpoint: 'nohostport'"),
+    (["init", "--subnet", "10.13.13.0/31"], "invalid IPv4 subnet: '10.13.13.0/31'"),
+    (["init", "--subnet", "banana"], "invalid IPv4 subnet: 'banana'"),
+    (["init", "--subnet", "10.99.0.0/24"], "cannot change the subnet to '10.99.0.0/24'"),
+    (["init", "--listen-port", "70000"], "invalid listen port: '70000'"),
+    (["init", "--server-port", "0"], "invalid server port (SERVERPORT): '0'"),
+    (["init", "--server-url", "http://x:1"], "invalid server URL: 'http://x:1'"),
+    (["init", "--interface", "wg0/../x"], "invalid interface name: 'wg0/../x'"),
+    (["init", "--mtu", "20"], "invalid MTU: '20'"),
+    (["init", "--peer-dns", "not-an-ip"], "invalid PEERDNS entry: 'not-an-ip'"),
+    (["init", "--subnet6", "fd00::/127"], "invalid IPv6 subnet: 'fd00::/127'"),
+    (["init", "--settings", "/nonexistent/s.toml"], "cannot read settings file: '/nonexistent/s.toml'"),
+]
+
+
+@pytest.fixture(scope="module")
+def provisioned(tmp_path_factory):
+    config = tmp_path_factory.mktemp("bad") / "c"
+    bulwark("init", "--config-dir", str(config), "--server-url", "vpn.example.com", "--peers", "existing,other")
+    return config
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(provisioned, args, message):
+    before = snapshot(provisioned)
+    result = bulwark(*args, "--config-dir", str(provisioned), check=False)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert lines[0].startswith("bulwark: ")
+    assert result.stdout == ""
+    assert snapshot(provisioned) == before
+
+
+def test_bad_env_variable_changes_nothing(provisioned):
+    before = snapshot(provisioned)
+    result = bulwark("init", "--config-dir", str(provisioned), env=clean_env(INTERNAL_SUBNET="10.1.1.0/40"),
+                     check=False)
+    assert result.returncode == 2 and "invalid IPv4 subnet: '10.1.1.0/40'" in result.stderr
+    assert snapshot(provisioned) == before
+
+
+def test_corrupted_store_exit_2_and_untouched(provisioned, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(provisioned, copy)
+    db = copy / "bulwark.db"
+    db.write_bytes(b"garbage" * 500)
+    before = snapshot(copy)
+    result = bulwark("peer", "add", "new", "--config-dir", str(copy), check=False)
+    assert result.returncode == 2 and "unreadable or corrupted" in result.stderr
+    assert snapshot(copy) == before
+
+
+def test_commands_on_a_missing_config_dir_create_nothing(tmp_path):
+    missing = tmp_path / "nothing"
+    result = bulwark("peer", "add", "bob", "--config-dir", str(missing), check=False)
+    assert result.returncode == 2 and "run 'bulwark init" in result.stderr
+    assert not missing.exists()
+
+
+def test_config_dir_from_environment(tmp_path):
+    config = tmp_path / "envdir"
+    bulwark("init", "--peers", "bob", env=clean_env(BULWARK_CONFIG_DIR=str(config)))
+    assert (config / "peer_bob/peer_bob.conf").exists()
+
+
+def test_settings_file(tmp_path):
+    config = tmp_path / "c"
+    settings_file = tmp_path / "bulwark.toml"
+    settings_file.write_text('server_url = "vpn.example.org"\nsubnet = "10.77.0.0/20"\npeers = ["ann", 3]\n'
+                             'listen_port = 51900\nkeepalive_peers = ["ann"]\n')
+    bulwark("init", "--config-dir", str(config), "--settings", str(settings_file), "--listen-port", "51901")
+    server = parse_config((config / "wg_confs/wg0.conf").read_text())
+    assert server.interface.listen_port == 51901  # flags beat the file
+    assert str(server.interface.addresses[0]) == "10.77.0.1/20"
+    peers = {p["name"]: p for p in json.loads(bulwark("peer", "list", "--json", "--config-dir", str(config)).stdout)}
+    assert set(peers) == {"ann", "peer3"} and peers["ann"]["keepalive"] == 25
+
+
+def test_private_keys_never_reach_the_log(tmp_path):
+    config = tmp_path / "c"
+    result = bulwark("init", "--config-dir", str(config), "--peers", "3", "--server-url", "vpn.example.com")
+    secrets = [p.read_text().strip() for p in config.rglob("privatekey-*")]
+    assert secrets and not any(s in result.stderr + result.stdout for s in secrets)
