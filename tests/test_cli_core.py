@@ -46,7 +46,8 @@ def test_linuxserver_invocation_yields_the_layout_with_consistent_keys(tmp_path)
         client = parse_config((config / folder / f"{folder}.conf").read_text())
         public = client.interface.private_key.public_key()
         assert (config / folder / f"publickey-{folder}").read_text().strip() == str(public)
-        assert (config / folder / f"privatekey-{folder}").read_text().strip() == client.interface.private_key.to_base64()
+        private_file = (config / folder / f"privatekey-{folder}").read_text().strip()
+        assert private_file == client.interface.private_key.to_base64()
         server_peer = by_key[public]
         assert [str(n) for n in server_peer.allowed_ips] == [f"{address}/32"]
         psk = (config / folder / f"presharedkey-{folder}").read_text().strip()
