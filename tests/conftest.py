@@ -1,0 +1,43 @@
+"""Shared pytest fixtures. The network-namespace ones (netns_factory, netns) need root and run for real."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from tests.netns import Netns, NetnsFactory, remove_orphans
+
+REQUIRED_TOOLS = ("ip", "wg", "wg-quick", "wireguard-go", "nft", "ping")
+
+
+def _require_root_and_tools() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("network-namespace tests need root: run them as root (e.g. sudo .venv/bin/pytest)")
+    missing = [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
+    if missing:
+        pytest.fail(f"missing tools for network-namespace tests: {', '.join(missing)}: apt-get install them")
+
+
+@pytest.fixture(scope="session")
+def _netns_session() -> None:
+    _require_root_and_tools()
+    remove_orphans()
+
+
+@pytest.fixture
+def netns_factory(_netns_session: None) -> Iterator[NetnsFactory]:
+    """Call it to get a fresh namespace; `.ifname()` gives unique interface names. All is torn down."""
+    factory = NetnsFactory()
+    try:
+        yield factory
+    finally:
+        factory.cleanup()
+
+
+@pytest.fixture
+def netns(netns_factory: NetnsFactory) -> Netns:
+    """One fresh network namespace (loopback up)."""
+    return netns_factory()
