@@ -192,6 +192,63 @@ def peer_show(name, config_dir, endpoint, qr) -> None:
         click.echo(service.peer_config(config_dir, name, endpoint), nl=False)
 
 
+@cli.command()
+@_config_dir_option
+@click.option("--interface", help="Interface name (remembered in the store) [wg0].")
+@click.option("--backend", type=click.Choice(["auto", "kernel", "userspace"]), help="WireGuard implementation.")
+@click.option("--foreground", is_flag=True, help="Stay attached and supervise (systemd, containers).")
+def up(config_dir, interface, backend, foreground) -> None:
+    """Bring the gateway up from the store (provisioning from the linuxserver variables if needed)."""
+    if foreground:
+        service.bring_up_foreground(config_dir, interface=interface, backend=backend, environ=dict(os.environ),
+                                    ready=lambda state: click.echo(f"bulwark: {state.interface} is up "
+                                                                   f"({state.backend}, pid {state.pid})", err=True))
+        return
+    state, log_text = service.bring_up_background(config_dir, interface=interface, backend=backend,
+                                                  environ=dict(os.environ))
+    click.echo(log_text, err=True, nl=False)
+
+
+@cli.command()
+@_config_dir_option
+@click.option("--interface", help="Interface to take down [the store's].")
+def down(config_dir, interface) -> None:
+    """Take the gateway down: interface, NAT table, DNS forwarder, wireguard-go."""
+    store_dir = config_dir if (config_dir / "bulwark.db").exists() else None
+    if not service.bring_down(store_dir, interface):
+        click.echo("bulwark: nothing to take down", err=True)
+
+
+@cli.command()
+@_config_dir_option
+@click.option("--interface", help="Interface [the store's].")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON (stable fields).")
+def status(config_dir, interface, as_json) -> None:
+    """Show the interface and each peer's endpoint, handshake and transfer. Exit 1 when down."""
+    report = service.status(config_dir, interface)
+    if as_json:
+        _echo_json(dataclasses.asdict(report))
+    else:
+        from bulwark_vpn.render.status import render_status
+
+        click.echo(render_status(report), nl=False)
+    if not report.up:
+        sys.exit(ExitCode.FAILURE)
+
+
+@cli.command()
+@_config_dir_option
+@click.option("--interface", help="Interface [the store's].")
+@click.option("--dry-run", is_flag=True, help="Only show what would change.")
+def apply(config_dir, interface, dry_run) -> None:
+    """Make the live device match the store now (the supervisor does this on its own)."""
+    changes = service.apply_now(config_dir, dry_run=dry_run, interface=interface)
+    for line in changes:
+        click.echo(line)
+    if not changes:
+        click.echo("bulwark: the device matches the store", err=True)
+
+
 def main() -> None:
     """Entry point: one place maps BulwarkError to a one-line message and an exit code."""
     # Everything Bulwark creates (store, WAL, keys, configs) is private to root by default.

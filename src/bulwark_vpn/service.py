@@ -11,14 +11,14 @@ import fcntl
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bulwark_vpn import adopt as adopt_mod
 from bulwark_vpn.addressing import Pool
 from bulwark_vpn.config import InitRequest, PeerRequest, normalize_peer_name
-from bulwark_vpn.errors import ConflictError, InputError, NotFoundError
+from bulwark_vpn.errors import ConflictError, InputError, NotFoundError, SystemActionError
 from bulwark_vpn.fsutil import atomic_write, ensure_private_dir
 from bulwark_vpn.keys import PresharedKey, PrivateKey
 from bulwark_vpn.model import IPNetwork, Peer, Settings
@@ -254,6 +254,7 @@ def add_peers(
             ]
         _render_server(config_dir, store)
         _render_peers(config_dir, store, peers)
+        _apply_live(config_dir, store, upsert=peers)
         return peers
 
 
@@ -269,6 +270,7 @@ def remove_peers(config_dir: Path, names: list[str]) -> list[Peer]:
         _render_server(config_dir, store)
         for peer in removed:
             _remove_peer_files(config_dir, peer)
+        _apply_live(config_dir, store, remove=removed)
         return removed
 
 
@@ -282,6 +284,7 @@ def set_peers_enabled(config_dir: Path, names: list[str], enabled: bool) -> list
             for peer in changed:
                 store.update_peer(peer)
         _render_server(config_dir, store)
+        _apply_live(config_dir, store, upsert=changed)
         return changed
 
 
@@ -346,3 +349,131 @@ def peer_config(config_dir: Path, name: str, endpoint: str | None = None) -> str
 
 def peer_qr(config_dir: Path, name: str, endpoint: str | None = None) -> str:
     return qr_terminal(peer_config(config_dir, name, endpoint))
+
+
+# -- running the gateway ------------------------------------------------------------------------------
+
+UP_TIMEOUT = 60.0
+
+
+def _apply_live(config_dir: Path, store: Store, *, upsert: Iterable[Peer] = (), remove: Iterable[Peer] = ()) -> None:
+    """Apply peer changes to the running gateway at once, touching only these peers."""
+    from bulwark_vpn.dataplane import gateway
+    from bulwark_vpn.dataplane.runner import Runner
+
+    iface = store.settings().interface
+    state = gateway.RuntimeState.load(iface)
+    if state is None or not state.supervisor_alive() or Path(state.config_dir) != config_dir:
+        return
+    gateway.apply_peer_changes(Runner(), iface, upsert=upsert, remove=remove)
+
+
+def _prepare_up(config_dir: Path, interface: str | None, backend: str | None, environ: dict[str, str]) -> Settings:
+    from bulwark_vpn.config import combine, request_from_env, settings_update
+
+    flags = InitRequest(update=settings_update({"interface": interface, "backend": backend}))
+    return init_server(config_dir, combine(flags, request_from_env(environ))).settings
+
+
+def bring_up_foreground(config_dir: Path, *, interface: str | None = None, backend: str | None = None,
+                        environ: dict[str, str] | None = None, ready=None) -> None:
+    """`bulwark up --foreground`: provision from env if needed, bring up, supervise until signalled."""
+    from bulwark_vpn.dataplane import gateway
+
+    _prepare_up(config_dir, interface, backend, dict(environ or {}))
+    _discover_endpoint(config_dir)
+    gateway.run_foreground(config_dir, ready=ready)
+
+
+def bring_up_background(config_dir: Path, *, interface: str | None = None, backend: str | None = None,
+                        environ: dict[str, str] | None = None) -> tuple[object, str]:
+    """`bulwark up`: start the supervisor detached, return once the gateway is up (state, its log)."""
+    import subprocess
+    import sys
+    import time
+
+    from bulwark_vpn.dataplane import gateway
+
+    settings = _prepare_up(config_dir, interface, backend, dict(environ or {}))
+    iface = settings.interface
+    existing = gateway.RuntimeState.load(iface)
+    if existing is not None and existing.supervisor_alive():
+        raise ConflictError(f"interface '{iface}' is already up (pid {existing.pid}): run 'bulwark down' first")
+    ensure_private_dir(gateway.RUN_DIR)
+    log_path = gateway.RUN_DIR / f"{iface}.log"
+    argv = [sys.executable, "-m", "bulwark_vpn", "up", "--foreground", "--config-dir", str(config_dir)]
+    with open(log_path, "wb") as log_file:
+        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                                 start_new_session=True, env={**os.environ, "BULWARK_DETACHED": "1"})
+    deadline = time.monotonic() + UP_TIMEOUT
+    while time.monotonic() < deadline:
+        state = gateway.RuntimeState.load(iface)
+        if state is not None and state.pid == child.pid and state.ready:
+            return state, log_path.read_text(errors="replace")
+        if child.poll() is not None:
+            lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+            reason = lines[-1].removeprefix("bulwark: ") if lines else f"exit status {child.returncode}"
+            raise SystemActionError(f"the gateway did not come up: {reason}")
+        time.sleep(0.05)
+    child.terminate()
+    raise SystemActionError(f"the gateway did not come up in {UP_TIMEOUT:g}s: see {log_path}")
+
+
+def bring_down(config_dir: Path | None, interface: str | None = None) -> bool:
+    """`bulwark down`: tear the gateway down (through its supervisor when it runs). False if nothing ran."""
+    from bulwark_vpn.dataplane import gateway
+
+    iface = interface
+    if iface is None and config_dir is not None:
+        iface = get_settings(config_dir).interface
+    if iface is None:
+        raise InputError("no interface given: pass --interface or --config-dir")
+    return gateway.stop_gateway(iface)
+
+
+def status(config_dir: Path, interface: str | None = None):
+    """The live interface and its peers (names from the store, counters from the device)."""
+    from bulwark_vpn.dataplane import gateway
+
+    return gateway.gateway_status(config_dir, interface)
+
+
+def apply_now(config_dir: Path, *, dry_run: bool = False, interface: str | None = None) -> list[str]:
+    """Make the live device match the store now; with dry_run only describe the changes."""
+    from bulwark_vpn.dataplane import gateway, wg
+    from bulwark_vpn.dataplane.apply import apply_changes, diff_device
+    from bulwark_vpn.dataplane.runner import Runner
+
+    with _open_existing(config_dir) as store:
+        settings = store.settings()
+        iface = interface or settings.interface
+        desired = gateway.desired_device(settings, store.require_server_key(), store.peers())
+    runner = Runner()
+    live = wg.read_device(runner, iface)
+    if live is None:
+        raise NotFoundError(f"interface '{iface}' is not up: run 'bulwark up' first")
+    changes = diff_device(desired, live)
+    if not dry_run and changes:
+        apply_changes(runner, iface, changes)
+    return [change.describe() for change in changes]
+
+
+def _discover_endpoint(config_dir: Path) -> None:
+    """SERVERURL=auto: find the public address (IMDSv2, STUN, HTTP); keep the last known on failure."""
+    with _open_existing(config_dir) as store:
+        settings = store.settings()
+    if settings.server_url != "auto":
+        return
+    from bulwark_vpn import publicip
+
+    found = publicip.discover_public_address()
+    address = found.address if found is not None else None
+    if address is None or address == settings.discovered_url:
+        if address is None:
+            log.warning("bulwark: could not discover the public address; keeping %s", settings.discovered_url)
+        return
+    with _locked(config_dir), _open_existing(config_dir) as store:
+        store.save_settings(replace(store.settings(), discovered_url=address))
+        _render_server(config_dir, store)
+        _render_peers(config_dir, store, store.peers())
+    log.info("bulwark: public address %s (from %s)", address, found.source)

@@ -1,0 +1,44 @@
+# One command to run the gateway, one to run the tests, on a fresh Debian 12 machine (as root).
+#   make up     install what Bulwark needs, provision the server from flags/env, bring it up (foreground)
+#   make test   install what the tests need and run them all (the command CI runs)
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+APT_RUN := wireguard-tools wireguard-go nftables iproute2 procps
+APT_TEST := $(APT_RUN) iptables iputils-ping dnsutils cloud-init ca-certificates
+CONFIG_DIR ?= /etc/bulwark
+BULWARK_ARGS ?=
+
+.PHONY: up test deps-run deps-test venv lint clean
+
+deps-run:
+	@command -v wg >/dev/null && command -v wireguard-go >/dev/null && command -v nft >/dev/null || \
+	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends $(APT_RUN))
+
+deps-test:
+	@missing=""; for b in wg wireguard-go nft iptables ping dig cloud-init ip; do \
+	  command -v $$b >/dev/null || missing=1; done; \
+	  if [ -n "$$missing" ]; then apt-get update -qq && \
+	  apt-get install -y -qq --no-install-recommends $(APT_TEST); fi
+
+$(PY):
+	python3 -m venv $(VENV)
+
+venv: $(PY)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+
+up: deps-run venv
+	$(VENV)/bin/bulwark init --config-dir $(CONFIG_DIR) $(BULWARK_ARGS)
+	$(VENV)/bin/bulwark up --foreground --config-dir $(CONFIG_DIR)
+
+test: deps-test venv
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check src tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

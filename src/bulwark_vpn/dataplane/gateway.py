@@ -1,0 +1,506 @@
+"""The running gateway: bring the server up from the store, keep it true to the store, take it down.
+
+One supervisor process owns an interface (`bulwark up --foreground`, or the detached child that plain
+`bulwark up` starts): it creates the link (kernel module, else wireguard-go as its child), loads the
+device, addresses, routes, forwarding, the NAT table and the DNS forwarder, and records what it did in
+/run/bulwark/IFACE.json. Its loop applies store changes made by other processes, repairs drift and
+restarts a dead wireguard-go; on SIGTERM/SIGINT it undoes everything. Per-peer changes from other
+processes are also applied at once by `apply_peer_changes`, one `wg set` per peer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from bulwark_vpn.dataplane import firewall, link, netcfg, wg
+from bulwark_vpn.dataplane.apply import AddPeer, Change, DesiredDevice, RemovePeer, apply_changes, diff_device
+from bulwark_vpn.dataplane.runner import RollbackStack, Runner, Undo
+from bulwark_vpn.errors import SystemActionError
+from bulwark_vpn.fsutil import atomic_write, ensure_private_dir
+from bulwark_vpn.keys import PrivateKey, PublicKey
+from bulwark_vpn.model import Peer, Settings
+from bulwark_vpn.store import Store
+
+LOGGER = logging.getLogger("bulwark_vpn")
+
+RUN_DIR = Path(os.environ.get("BULWARK_RUN_DIR", "/run/bulwark"))
+POLL_INTERVAL = 0.2  # store revision checks: changes from other processes land within 1 s
+DRIFT_INTERVAL = 2.0  # full comparison with the live device
+ONLINE_WINDOW = 180  # a peer with a handshake in the last 3 minutes is online
+
+
+def state_path(iface: str) -> Path:
+    return RUN_DIR / f"{iface}.json"
+
+
+@dataclass
+class RuntimeState:
+    """What a running gateway did, so `down`, `status` and a later `up` know it."""
+
+    interface: str
+    config_dir: str
+    pid: int
+    backend: str
+    egress: str | None
+    forwarding_before: dict[str, bool]
+    firewall: bool
+    dns: bool
+    ready: bool = False
+    started_at: float = field(default_factory=time.time)
+
+    def save(self) -> None:
+        ensure_private_dir(RUN_DIR)
+        atomic_write(state_path(self.interface), json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, iface: str) -> RuntimeState | None:
+        try:
+            data = json.loads(state_path(iface).read_text())
+        except (OSError, ValueError):
+            return None
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def supervisor_alive(self) -> bool:
+        return _pid_alive(self.pid)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        # A zombie (exited, not yet reaped) is not alive.
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+# -- desired state ----------------------------------------------------------------------------------
+
+
+def peer_spec(peer: Peer) -> wg.PeerSpec:
+    return wg.PeerSpec(
+        public_key=peer.public_key,
+        allowed_ips=frozenset(peer.tunnel_networks()),
+        preshared_key=peer.preshared_key,
+        keepalive=peer.keepalive,
+    )
+
+
+def desired_device(settings: Settings, key: PrivateKey, peers: Iterable[Peer]) -> DesiredDevice:
+    """The device the store asks for: enabled peers only."""
+    return DesiredDevice(
+        private_key=key,
+        listen_port=settings.listen_port,
+        peers={p.public_key: peer_spec(p) for p in peers if p.enabled},
+    )
+
+
+def extra_routes(peers: Iterable[Peer]) -> list:
+    """Networks behind peers (site-to-site): the tunnel subnet's own route comes with the address."""
+    return [net for p in peers if p.enabled for net in p.server_allowed_ips]
+
+
+def _poke(address) -> None:
+    """One UDP datagram to the discard port of a peer's tunnel address (it only triggers a handshake)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"", (str(address), 9))
+    except OSError as exc:
+        LOGGER.debug("poke %s: %s", address, exc)
+
+
+# -- per-peer changes from other processes ----------------------------------------------------------
+
+
+def apply_peer_changes(
+    runner: Runner, iface: str, *, upsert: Iterable[Peer] = (), remove: Iterable[Peer] = ()
+) -> list[Change]:
+    """Apply exactly these peers to a live device (no full read): one `wg set` per peer.
+
+    A disabled peer in `upsert` is removed from the device. Does nothing when the interface is down.
+    """
+    if not link.link_exists(runner, iface):
+        return []
+    changes: list[Change] = []
+    routes: list = []
+    for peer in upsert:
+        if peer.enabled:
+            changes.append(AddPeer(peer_spec(peer)))
+            routes += peer.server_allowed_ips
+        else:
+            changes.append(RemovePeer(peer.public_key))
+    changes += [RemovePeer(peer.public_key) for peer in remove]
+    apply_changes(runner, iface, changes)
+    if routes:
+        netcfg.ensure_routes(runner, iface, routes)
+    return changes
+
+
+# -- the gateway --------------------------------------------------------------------------------------
+
+
+class Gateway:
+    """Brings one interface up from the store, supervises it, and takes it down."""
+
+    def __init__(self, config_dir: Path, runner: Runner | None = None, log: Callable[[str], None] | None = None):
+        self.config_dir = config_dir
+        self.runner = runner or Runner(log=log)
+        self.log = log or (lambda line: LOGGER.info("%s", line))
+        self.store = Store.open(config_dir, create=False)
+        self.settings = self.store.settings()
+        self.iface = self.settings.interface
+        self.child: link.UserspaceProcess | None = None
+        self.dns: object | None = None
+        self.state: RuntimeState | None = None
+        self._revision = -1
+        self._desired: DesiredDevice | None = None
+        self._peers: list[Peer] = []
+        # Where online peers were last seen, to reconnect them at once after a wireguard-go restart.
+        self._endpoints: dict[PublicKey, str] = {}
+
+    # -- bring-up --
+
+    def _load(self) -> None:
+        self._revision = self.store.revision()
+        self.settings = self.store.settings()
+        self._peers = self.store.peers()
+        self._desired = desired_device(self.settings, self.store.require_server_key(), self._peers)
+
+    def _create_link(self) -> str:
+        backend = self.settings.backend
+        if backend == "kernel" or (backend == "auto" and link.kernel_available(self.runner)):
+            return link.create_link(self.runner, self.iface, "kernel")
+        self.child = link.start_userspace_foreground(self.runner, self.iface)
+        return "userspace"
+
+    def _load_device(self) -> None:
+        """Key, port and every peer: in one `wg addconf` when there are many."""
+        assert self._desired is not None  # noqa: S101 - _load ran
+        apply_changes(self.runner, self.iface, diff_device(self._desired, None))
+
+    def _configure_link(self) -> list[Undo]:
+        undos = []
+        if self.settings.mtu is not None:
+            undos.append(netcfg.set_mtu(self.runner, self.iface, self.settings.mtu))
+        undos += netcfg.ensure_addresses(self.runner, self.iface, self.settings.server_addresses)
+        undos.append(netcfg.set_up(self.runner, self.iface))
+        undos += netcfg.ensure_routes(self.runner, self.iface, extra_routes(self._peers))
+        return undos
+
+    def _egress(self) -> str | None:
+        if self.settings.egress_interface:
+            return self.settings.egress_interface
+        egress = netcfg.egress_interface(self.runner)
+        if egress is None:
+            self.log("bulwark: no default route: peers reach the server only (set --egress-interface for NAT)")
+        return egress
+
+    def _firewall_spec(self, egress: str | None) -> firewall.FirewallSpec:
+        subnets = [self.settings.subnet4] + ([self.settings.subnet6] if self.settings.subnet6 else [])
+        return firewall.FirewallSpec(
+            iface=self.iface, egress=egress, subnets=tuple(subnets), listen_port=self.settings.listen_port,
+            dns=self.settings.peer_dns == "auto",
+        )
+
+    def _start_dns(self) -> Undo | None:
+        if self.settings.peer_dns != "auto":
+            return None
+        from bulwark_vpn.dataplane.dns import DnsForwarder
+
+        listen = [str(a.ip) for a in self.settings.server_addresses]
+        self.dns = DnsForwarder(listen).start_in_thread()
+        self.log(f"[#] dns forwarder listening on {', '.join(listen)} port 53")
+        return Undo("stop the DNS forwarder", self._stop_dns)
+
+    def _stop_dns(self) -> None:
+        if self.dns is not None:
+            self.dns.stop()  # type: ignore[attr-defined]
+            self.dns = None
+
+    def bring_up(self) -> RuntimeState:
+        """Create and configure everything; on any failure undo what was done and re-raise."""
+        self._refuse_if_running()
+        self._load()
+        before = netcfg.read_forwarding(self.runner)
+        with RollbackStack(self.log) as stack:
+            backend = self._create_link()
+            stack.push(Undo(f"delete {self.iface}", self._delete_link))
+            self._load_device()
+            stack.push(self._configure_link())
+            ipv6 = True if self.settings.subnet6 is not None else None
+            stack.push(netcfg.set_forwarding(self.runner, ipv4=True, ipv6=ipv6))
+            egress = self._egress()
+            stack.push(firewall.install_firewall(self.runner, self._firewall_spec(egress)))
+            dns_undo = self._start_dns()
+            if dns_undo is not None:
+                stack.push(dns_undo)
+            self.state = RuntimeState(
+                interface=self.iface, config_dir=str(self.config_dir), pid=os.getpid(), backend=backend,
+                egress=egress, forwarding_before={"ipv4": before.ipv4, "ipv6": before.ipv6}, firewall=True,
+                dns=dns_undo is not None, ready=True,
+            )
+            self.state.save()
+        return self.state
+
+    def _refuse_if_running(self) -> None:
+        state = RuntimeState.load(self.iface)
+        if state is not None and state.supervisor_alive() and state.pid != os.getpid():
+            raise SystemActionError(
+                f"interface '{self.iface}' is already run by Bulwark (pid {state.pid}): "
+                f"use 'bulwark down --interface {self.iface}' first"
+            )
+        if link.link_exists(self.runner, self.iface):
+            raise SystemActionError(
+                f"interface '{self.iface}' already exists and is not Bulwark's: remove it "
+                f"('ip link del {self.iface}' or 'wg-quick down {self.iface}') or choose another --interface"
+            )
+
+    def _delete_link(self) -> None:
+        if self.child is not None:
+            self.child.stop()
+            self.child = None
+        if link.link_exists(self.runner, self.iface):
+            link.delete_link(self.runner, self.iface)
+
+    # -- supervision --
+
+    def sync(self, *, read_live: bool = True) -> list[Change]:
+        """Make the device match the store now (reload the store if it changed)."""
+        if self.store.revision() != self._revision:
+            old_settings = self.settings
+            self._load()
+            if self.settings != old_settings:
+                self._settings_changed(old_settings)
+        assert self._desired is not None  # noqa: S101 - _load ran
+        live = wg.read_device(self.runner, self.iface) if read_live else None
+        if live is None:
+            return []
+        self._remember_endpoints(live)
+        changes = diff_device(self._desired, live)
+        if changes:
+            for change in changes:
+                self.log(f"[#] sync: {change.describe()}")
+            apply_changes(self.runner, self.iface, changes)
+        netcfg.ensure_routes(self.runner, self.iface, extra_routes(self._peers))
+        return changes
+
+    def _settings_changed(self, old: Settings) -> None:
+        if old.server_addresses != self.settings.server_addresses or old.mtu != self.settings.mtu:
+            self._repair_link_config()
+        if self.state is not None and self.state.firewall:
+            firewall.install_firewall(self.runner, self._firewall_spec(self.state.egress))
+
+    def _repair_link_config(self) -> None:
+        present = netcfg.addresses_on(self.runner, self.iface)
+        wanted = set(self.settings.server_addresses)
+        for address in present - wanted:
+            if address.ip.version == 4 or not address.ip.is_link_local:
+                netcfg.remove_address(self.runner, self.iface, address)
+        self._configure_link()
+
+    def _remember_endpoints(self, live: wg.DeviceState) -> None:
+        recent = time.time() - ONLINE_WINDOW
+        self._endpoints = {
+            key: peer.endpoint for key, peer in live.peers.items() if peer.endpoint and peer.latest_handshake > recent
+        }
+
+    def _reconnect_peers(self) -> None:
+        """After a restart the new device has no sessions and does not know where clients are; clients only
+        re-handshake after ~15 s of silence. Restore their endpoints and send one packet toward each: that
+        makes the server initiate the handshake now."""
+        by_key = {p.public_key: p for p in self._peers if p.enabled}
+        for key, endpoint in self._endpoints.items():
+            peer = by_key.get(key)
+            if peer is None:
+                continue
+            self.runner.run(["wg", "set", self.iface, "peer", str(key), "endpoint", endpoint], check=False)
+            _poke(peer.address4)
+
+    def _restart_userspace(self) -> None:
+        status = self.child.poll() if self.child is not None else None
+        self.log(f"bulwark: wireguard-go for {self.iface} exited (status {status}); restarting it")
+        if self.child is not None:
+            self.child.stop()
+        self.child = link.start_userspace_foreground(self.runner, self.iface)
+        self._load()
+        self._load_device()
+        self._configure_link()
+        self._reconnect_peers()
+
+    def _link_lost(self) -> bool:
+        if self.child is not None and self.child.poll() is not None:
+            return True
+        return not link.link_exists(self.runner, self.iface)
+
+    def _check_firewall(self) -> None:
+        if self.state is not None and self.state.firewall and not firewall.firewall_present(self.runner, self.iface):
+            self.log(f"bulwark: the firewall table of {self.iface} is missing; reinstalling it")
+            firewall.install_firewall(self.runner, self._firewall_spec(self.state.egress))
+
+    def supervise(self, stop: threading.Event) -> None:
+        """Until `stop` is set: apply store changes, repair drift, restart a dead wireguard-go."""
+        last_drift = time.monotonic()
+        while not stop.wait(POLL_INTERVAL):
+            try:
+                if self._link_lost():
+                    if self.state is None or self.state.backend != "userspace":
+                        raise SystemActionError(f"interface '{self.iface}' disappeared; stopping")
+                    self._restart_userspace()
+                    continue
+                now = time.monotonic()
+                if self.store.revision() != self._revision or now - last_drift >= DRIFT_INTERVAL:
+                    last_drift = now
+                    self.sync()
+                    self._check_firewall()
+            except SystemActionError as exc:
+                if "disappeared" in str(exc):
+                    raise
+                self.log(f"bulwark: supervisor: {exc}")
+
+    # -- teardown --
+
+    def tear_down(self) -> None:
+        """Undo everything the bring-up did (recorded in the state file), even after a crash."""
+        state = self.state or RuntimeState.load(self.iface)
+        self._stop_dns()
+        if state is None or state.firewall:
+            firewall.remove_firewall(self.runner, self.iface)
+        self._delete_link()
+        if state is not None:
+            before = state.forwarding_before
+            netcfg.set_forwarding(self.runner, ipv4=before.get("ipv4"), ipv6=before.get("ipv6") if
+                                  self.settings.subnet6 else None)
+        state_path(self.iface).unlink(missing_ok=True)
+        self.store.close()
+
+
+def run_foreground(config_dir: Path, log: Callable[[str], None] | None = None,
+                   ready: Callable[[RuntimeState], None] | None = None) -> None:
+    """`bulwark up --foreground`: bring up, supervise until SIGTERM/SIGINT, tear down."""
+    gateway = Gateway(config_dir, log=log)
+    stop = threading.Event()
+
+    def _signal(signum: int, _frame: object) -> None:
+        gateway.log(f"bulwark: {signal.Signals(signum).name} received, bringing {gateway.iface} down")
+        stop.set()
+
+    previous = {sig: signal.signal(sig, _signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        state = gateway.bring_up()
+        if ready is not None:
+            ready(state)
+        gateway.supervise(stop)
+    finally:
+        try:
+            if gateway.state is not None:
+                gateway.tear_down()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def stop_gateway(iface: str, runner: Runner | None = None, timeout: float = 15.0) -> bool:
+    """`bulwark down`: ask the supervisor to tear down; clean up directly if it is gone. False if nothing ran."""
+    runner = runner or Runner()
+    state = RuntimeState.load(iface)
+    if state is not None and state.supervisor_alive():
+        os.kill(state.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and state.supervisor_alive():
+            time.sleep(0.05)
+        if not state.supervisor_alive():
+            return True
+        raise SystemActionError(f"the supervisor of '{iface}' (pid {state.pid}) did not stop in {timeout:g}s")
+    found = state is not None or link.link_exists(runner, iface) or firewall.firewall_present(runner, iface)
+    if not found:
+        return False
+    _clean_up_after_crash(iface, runner, state)
+    return True
+
+
+def _clean_up_after_crash(iface: str, runner: Runner, state: RuntimeState | None) -> None:
+    firewall.remove_firewall(runner, iface)
+    if link.link_exists(runner, iface):
+        link.delete_link(runner, iface)
+    if state is not None:
+        before = state.forwarding_before
+        netcfg.set_forwarding(runner, ipv4=before.get("ipv4"))
+    state_path(iface).unlink(missing_ok=True)
+
+
+# -- status -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PeerStatus:
+    name: str
+    public_key: str
+    address4: str
+    address6: str | None
+    enabled: bool
+    endpoint: str | None
+    latest_handshake: int
+    rx_bytes: int
+    tx_bytes: int
+    online: bool
+
+
+@dataclass(frozen=True)
+class GatewayStatus:
+    interface: str
+    up: bool
+    backend: str | None
+    pid: int | None
+    listen_port: int | None
+    public_key: str
+    addresses: list[str]
+    peers: list[PeerStatus]
+
+
+def gateway_status(config_dir: Path, iface: str | None = None, runner: Runner | None = None,
+                   now: float | None = None) -> GatewayStatus:
+    """The interface and every peer's endpoint, handshake and transfer; public keys only."""
+    runner = runner or Runner()
+    with Store.open(config_dir, create=False) as store:
+        settings = store.settings()
+        peers = store.peers()
+        key = store.require_server_key()
+    name = iface or settings.interface
+    state = RuntimeState.load(name)
+    device = wg.read_device(runner, name) if link.link_exists(runner, name) else None
+    moment = time.time() if now is None else now
+    live = device.peers if device is not None else {}
+    rows = []
+    for peer in peers:
+        seen = live.get(peer.public_key)
+        handshake = seen.latest_handshake if seen else 0
+        rows.append(PeerStatus(
+            name=peer.name, public_key=str(peer.public_key), address4=str(peer.address4),
+            address6=str(peer.address6) if peer.address6 else None, enabled=peer.enabled,
+            endpoint=seen.endpoint if seen else None, latest_handshake=handshake,
+            rx_bytes=seen.rx_bytes if seen else 0, tx_bytes=seen.tx_bytes if seen else 0,
+            online=bool(handshake) and moment - handshake < ONLINE_WINDOW,
+        ))
+    return GatewayStatus(
+        interface=name, up=device is not None,
+        backend=state.backend if state is not None and device is not None else None,
+        pid=state.pid if state is not None and device is not None else None,
+        listen_port=device.listen_port if device is not None else None,
+        public_key=str(key.public_key()),
+        addresses=[str(a) for a in settings.server_addresses],
+        peers=rows,
+    )
