@@ -41,3 +41,15 @@ def netns_factory(_netns_session: None) -> Iterator[NetnsFactory]:
 def netns(netns_factory: NetnsFactory) -> Netns:
     """One fresh network namespace (loopback up)."""
     return netns_factory()
+
+
+@pytest.fixture
+def lab(netns_factory: NetnsFactory):
+    """Server, VPC host and client namespaces with a provisioned Bulwark config dir (see tests/gwlab.py)."""
+    from tests.gwlab import cleanup_lab, make_lab
+
+    built = make_lab(netns_factory)
+    try:
+        yield built
+    finally:
+        cleanup_lab(built)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from bulwark_vpn.keys import PresharedKey, PrivateKey, PublicKey
 
 WG_SOCKET_DIR = Path("/var/run/wireguard")
 NETNS_DIR = Path("/var/run/netns")
+ETC_NETNS = Path("/etc/netns")
 _COUNTER = itertools.count(1)
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -73,7 +75,11 @@ class Netns:
     def __init__(self, name: str | None = None) -> None:
         self.name = name or unique_nsname()
         _run(["ip", "netns", "add", self.name])
-        self.ip("link", "set", "lo", "up")
+        try:
+            self.ip("link", "set", "lo", "up")
+        except BaseException:
+            self.delete()
+            raise
 
     @classmethod
     def existing(cls, name: str) -> Netns:
@@ -140,9 +146,19 @@ class Netns:
             while self.pids() and time.monotonic() < deadline:
                 time.sleep(0.05)
 
+    def set_resolv_conf(self, text: str) -> Path:
+        """Write /etc/netns/NS/resolv.conf: `ip netns exec` bind-mounts it over /etc/resolv.conf."""
+        folder = ETC_NETNS / self.name
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "resolv.conf"
+        path.write_text(text)
+        return path
+
     def delete(self) -> None:
+        """Kill every process inside, delete the namespace and its /etc/netns/NS folder."""
         self.kill_all()
         _run(["ip", "netns", "del", self.name], check=False)
+        shutil.rmtree(ETC_NETNS / self.name, ignore_errors=True)
 
 
 def veth(ns_a: Netns, ns_b: Netns, addr_a: str | None = None, addr_b: str | None = None) -> tuple[str, str]:
@@ -167,6 +183,7 @@ class NetnsFactory:
         self.namespaces: list[Netns] = []
         self.ifnames: list[str] = []
         self.tmpdirs: list[tempfile.TemporaryDirectory[str]] = []
+        self.wg_quick_confs: dict[str, tuple[Netns, Path]] = {}
 
     def __call__(self) -> Netns:
         ns = Netns()
@@ -202,7 +219,13 @@ class NetnsFactory:
         )
         if result.returncode != 0:
             raise AssertionError(f"wg-quick up failed in {ns.name}: {result.stderr.decode(errors='replace')}")
+        self.wg_quick_confs[iface] = (ns, conf)
         return iface
+
+    def wg_quick_down(self, iface: str) -> None:
+        """`wg-quick down FILE` for a peer started with `wg_quick_up`."""
+        ns, conf = self.wg_quick_confs.pop(iface)
+        ns.run(["wg-quick", "down", str(conf)])
 
     def cleanup(self) -> None:
         """Kill every process in our namespaces, remove our wireguard-go sockets, delete the namespaces."""
@@ -217,6 +240,7 @@ class NetnsFactory:
         self.namespaces.clear()
         self.ifnames.clear()
         self.tmpdirs.clear()
+        self.wg_quick_confs.clear()
 
 
 def remove_orphans() -> None:

@@ -110,3 +110,14 @@ def test_dry_run_changes_nothing(netns_factory: NetnsFactory, netns: Netns) -> N
     link.create_link(dry, iface, "userspace")
     assert not link.link_exists(dry, iface)
     assert lines and all(line.startswith("[dry-run] [#] ") for line in lines)
+
+
+def test_missing_program_inside_a_namespace_gives_the_install_hint(netns: Netns) -> None:
+    with pytest.raises(SystemActionError, match="'nft-not-here' not found: install it"):
+        quiet_runner(netns).run(["nft-not-here"])
+
+
+def test_dry_run_auto_backend_probes_instead_of_guessing(netns_factory: NetnsFactory, netns: Netns) -> None:
+    dry = Runner(netns=netns.name, log=lambda _: None, dry_run=True)
+    expected = "kernel" if link.kernel_available(dry) else "userspace"
+    assert link.create_link(dry, netns_factory.ifname(), "auto") == expected

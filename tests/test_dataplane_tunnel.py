@@ -159,3 +159,35 @@ def test_setconf_loads_many_peers_and_replaces_the_rest(server: WgServer) -> Non
     wg.setconf(server.runner, server.iface, wg.render_conf(peers[:10], server.key, server.port))
     live = wg.read_device(server.runner, server.iface)
     assert live is not None and set(live.peers) == {p.public_key for p in peers[:10]}
+
+
+def test_bulk_add_uses_one_addconf_and_bulk_remove_one_wg_set(server: WgServer, recorder: Recorder) -> None:
+    peers = [
+        PeerSpec(PrivateKey.generate().public_key(), frozenset({ipaddress.ip_network(f"10.79.0.{i}/32")}))
+        for i in range(1, 51)
+    ]
+    recorder.take()
+    assert len(apply_device(server.runner, server.iface, server.desired(peers))) == 50
+    assert [line.split(" wg ", 1)[1] for line in recorder.take()] == [f"addconf {server.iface} /dev/stdin"]
+    live = wg.read_device(server.runner, server.iface)
+    assert live is not None and diff_device(server.desired(peers), live) == []
+
+    assert len(apply_device(server.runner, server.iface, server.desired(peers[:10]))) == 40
+    (line,) = recorder.take()
+    assert line.count(" remove") == 40
+    live = wg.read_device(server.runner, server.iface)
+    assert live is not None and set(live.peers) == {p.public_key for p in peers[:10]}
+
+
+@pytest.mark.parametrize("endpoint", ["192.0.2.1:51820", "[2001:db8::1]:51821"])
+def test_configured_endpoints_round_trip(server: WgServer, endpoint: str) -> None:
+    site = PeerSpec(
+        PrivateKey.generate().public_key(),
+        frozenset({ipaddress.ip_network("10.80.0.0/24")}),
+        keepalive=25,
+        endpoint=endpoint,
+    )
+    apply_device(server.runner, server.iface, server.desired([site]))
+    live = wg.read_device(server.runner, server.iface)
+    assert live is not None and live.peers[site.public_key].endpoint == endpoint
+    assert diff_device(server.desired([site]), live) == []

@@ -338,3 +338,8 @@ def test_rollback_stack_keeps_changes_on_success() -> None:
     with RollbackStack(log=lambda _: None) as stack:
         stack.push(Undo("x", lambda: done.append("x")))
     assert done == [] and len(stack) == 0
+
+
+def test_runner_in_missing_netns_says_so() -> None:
+    with pytest.raises(SystemActionError, match="network namespace 'bw-missing-0' does not exist"):
+        Runner(netns="bw-missing-0", log=lambda _: None).run(["true"])

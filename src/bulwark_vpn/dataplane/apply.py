@@ -73,7 +73,8 @@ class UpdatePeer:
 
     peer: PeerSpec
     fields: frozenset[str]
-    before: DevicePeer | None = None
+    # The live peer before the change: only for describe(), not part of what the change is.
+    before: DevicePeer | None = field(default=None, compare=False, repr=False)
 
     def describe(self) -> str:
         return f"update peer {self.peer.public_key}: " + "; ".join(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -95,6 +96,9 @@ def create_link(runner: Runner, iface: str, backend: Backend = "auto") -> Active
     validate_ifname(iface)
     if link_exists(runner, iface):
         raise ConflictError(f"interface '{iface}' already exists: delete it first or pick another name")
+    if backend == "auto" and runner.dry_run:
+        # A dry run cannot learn from a failed `ip link add`; probe instead (it leaves nothing).
+        backend = "kernel" if kernel_available(runner) else "userspace"
     if backend in ("auto", "kernel"):
         if _add_kernel_link(runner, iface, must=backend == "kernel"):
             return "kernel"
@@ -103,10 +107,14 @@ def create_link(runner: Runner, iface: str, backend: Backend = "auto") -> Active
 
 
 def _add_kernel_link(runner: Runner, iface: str, must: bool) -> bool:
+    """Try the kernel module; False only when the kernel lacks it (other failures raise)."""
     argv = ["ip", "link", "add", iface, "type", "wireguard"]
     result = runner.run(argv, check=must)
     if result.returncode == 0:
         return True
+    stderr = result.stderr.decode(errors="replace")
+    if "Unknown device type" not in stderr and "not supported" not in stderr.lower():
+        raise runner.failure(argv, result)
     LOGGER.info("no WireGuard kernel module; using %s for '%s'", USERSPACE, iface)
     return False
 
@@ -133,7 +141,7 @@ def start_userspace(runner: Runner, iface: str) -> None:
     if result.returncode != 0:
         stderr = result.stderr.decode(errors="replace")
         detail = _userspace_error(stderr) or f"exit status {result.returncode}"
-        raise SystemActionError(format_failure(" ".join(argv), detail, _tun_hint(stderr)))
+        raise SystemActionError(format_failure(shlex.join(argv), detail, _tun_hint(stderr)))
     _wait_ready(runner, iface, process=None)
 
 

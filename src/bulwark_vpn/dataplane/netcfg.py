@@ -10,6 +10,7 @@ import ipaddress
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from bulwark_vpn.dataplane.runner import Runner, Undo
 from bulwark_vpn.errors import SystemActionError
@@ -20,7 +21,7 @@ IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 FORWARD_SYSCTLS = {4: "net.ipv4.ip_forward", 6: "net.ipv6.conf.all.forwarding"}
 
 
-def _json(runner: Runner, argv: list[str]) -> list[dict]:
+def _json(runner: Runner, argv: list[str]) -> list[dict[str, Any]]:
     result = runner.run(argv, quiet=True)
     text = result.stdout.decode().strip()
     if not text:
@@ -73,7 +74,7 @@ def ensure_addresses(runner: Runner, iface: str, addresses: Iterable[IPInterface
 # --- link: MTU, up/down -----------------------------------------------------------------------
 
 
-def link_info(runner: Runner, iface: str) -> dict:
+def link_info(runner: Runner, iface: str) -> dict[str, Any]:
     """`ip -j link show dev IFACE` for one link."""
     links = _json(runner, ["ip", "-j", "link", "show", "dev", iface])
     if not links:

@@ -126,7 +126,7 @@ class Runner:
         self,
         argv: Sequence[str],
         *,
-        input: bytes | None = None,  # noqa: A002 - mirrors subprocess.run
+        input: bytes | None = None,
         check: bool = True,
         quiet: bool = False,
         env: Mapping[str, str | None] | None = None,
@@ -171,6 +171,11 @@ class Runner:
         if self.netns is not None and "Cannot open network namespace" in stderr:
             return SystemActionError(
                 format_failure(shlex.join(argv), detail, f"network namespace '{self.netns}' does not exist")
+            )
+        if self.netns is not None and stderr.startswith("exec of") and "No such file" in stderr:
+            program = os.path.basename(argv[0])
+            return SystemActionError(
+                format_failure(shlex.join(argv), f"'{program}' not found", missing_command_hint(program))
             )
         return SystemActionError(format_failure(shlex.join(argv), detail, _hint_for(stderr)))
 
