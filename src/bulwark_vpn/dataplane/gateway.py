@@ -71,10 +71,10 @@ class RuntimeState:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def supervisor_alive(self) -> bool:
-        return _pid_alive(self.pid)
+        return pid_alive(self.pid)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

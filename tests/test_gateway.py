@@ -1,0 +1,251 @@
+"""`bulwark up` for real: wireguard-go in namespaces, real wg-quick clients, NAT into a private network."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from bulwark_vpn.dataplane.gateway import pid_alive
+from tests.gwlab import RUN_DIR, VPC_GATEWAY, VPC_HOST, Lab
+
+
+def _transfer(ns, iface) -> tuple[int, int]:
+    out = ns.run(["wg", "show", iface, "transfer"]).stdout.decode().split()
+    return int(out[1]), int(out[2])
+
+
+def test_seed_flow_client_pings_server_and_wg_shows_transfer(lab: Lab):
+    lab.init("--peers", "leo_mac")
+    up = lab.up()
+    assert f"[#] wireguard-go {lab.iface}" in up.stderr or f"ip link add {lab.iface}" in up.stderr
+    secrets = [p.read_text().strip() for p in lab.config.rglob("p*key-*") if "public" not in p.name]
+    assert secrets and not any(secret in up.stderr for secret in secrets)  # keys went through stdin
+    client, iface = lab.connect("leo_mac")  # the generated config as is: AllowedIPs 0.0.0.0/0, ::/0
+    assert client.ping("10.13.13.1", count=3)
+    received, sent = _transfer(client, iface)
+    assert received > 0 and sent > 0
+    lab.factory.wg_quick_down(iface)
+    assert not client.ping("10.13.13.1", count=1, timeout=1)
+
+
+def test_private_network_via_nat_and_clean_down(lab: Lab):
+    lab.init("--peers", "alice")
+    lab.up()
+    # A TCP service on the VPC host that answers with the source address it sees.
+    lab.vpc.python(
+        "import socket\n"
+        "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        f"s.bind(('{VPC_HOST}', 8080)); s.listen()\n"
+        "while True:\n"
+        "    c, a = s.accept(); c.sendall(a[0].encode()); c.close()\n"
+    )
+    client, _ = lab.connect("alice", allowed_ips="10.13.13.0/24, 10.0.1.0/24")
+    assert client.ping(VPC_HOST, count=2)
+    fetch = ["python3", "-c", f"import socket; s=socket.create_connection(('{VPC_HOST}', 8080), 3); print(s.recv(64).decode())"]
+    lab.wait_for(lambda: client.run(fetch, check=False).returncode == 0, 5)
+    seen = client.run(fetch).stdout.decode().strip()
+    assert seen == VPC_GATEWAY  # masqueraded: the VPC host needs no route back to the tunnel subnet
+
+    pid = json.loads((RUN_DIR / f"{lab.iface}.json").read_text())["pid"]
+    lab.bulwark("down")
+    assert not client.ping(VPC_HOST, count=1, timeout=1)
+    ruleset = lab.server.run(["nft", "list", "tables"]).stdout.decode()
+    assert "bulwark" not in ruleset
+    assert lab.server.run(["ip", "link", "show", lab.iface], check=False).returncode != 0
+    assert not (RUN_DIR / f"{lab.iface}.json").exists()
+    assert not os.path.exists(f"/var/run/wireguard/{lab.iface}.sock")
+    assert subprocess.run(["pgrep", "-f", f"wireguard-go {lab.iface}$"], capture_output=True).returncode == 1
+    assert not pid_alive(pid)  # (this sandbox's init does not reap zombies: pid_alive treats them as gone)
+    assert lab.server.run(["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.decode().strip() == "0"
+
+
+def test_metadata_range_is_blocked_for_peers(lab: Lab):
+    lab.init("--peers", "alice")
+    lab.vpc.ip("address", "add", "169.254.169.254/32", "dev", "lo")
+    lab.server.ip("route", "add", "169.254.169.254/32", "via", VPC_HOST)
+    lab.up()
+    client, _ = lab.connect("alice", allowed_ips="10.13.13.0/24, 10.0.1.0/24, 169.254.169.254/32")
+    assert client.ping(VPC_HOST, count=1)
+    assert not client.ping("169.254.169.254", count=2, timeout=1)
+    assert lab.server.ping("169.254.169.254", count=1)  # the server itself still reaches it
+
+
+def test_peer_changes_from_another_process_apply_within_a_second(lab: Lab):
+    lab.init("--peers", "alice")
+    lab.up()
+    # Run from the root namespace: only the supervisor (in the server namespace) can apply it.
+    from tests.helpers import bulwark
+
+    bulwark("peer", "add", "bob", "--config-dir", str(lab.config))
+    bob = json.loads(lab.bulwark("peer", "list", "--json").stdout)[1]["public_key"]
+    elapsed = lab.wait_for(lambda: bob in lab.device_peers(), 1.0)
+    assert elapsed < 1.0
+    bulwark("peer", "disable", "bob", "--config-dir", str(lab.config))
+    lab.wait_for(lambda: bob not in lab.device_peers(), 1.0)
+    # Inside the namespace the command applies it itself, at once.
+    lab.bulwark("peer", "enable", "bob")
+    assert bob in lab.device_peers()
+    lab.bulwark("peer", "remove", "bob")
+    assert bob not in lab.device_peers()
+
+
+def test_drift_is_repaired_and_killed_wireguard_go_recovers_within_5s(lab: Lab):
+    lab.init("--peers", "alice,bob")
+    lab.up()
+    client, iface = lab.connect("alice", allowed_ips="10.13.13.0/24")
+    assert client.ping("10.13.13.1")
+    bob = json.loads(lab.bulwark("peer", "list", "--json").stdout)[1]["public_key"]
+    lab.server.run(["wg", "set", lab.iface, "peer", bob, "remove"])
+    lab.wait_for(lambda: bob in lab.device_peers(), 5.0)
+
+    pids = subprocess.run(["pgrep", "-f", f"wireguard-go {lab.iface}$"], capture_output=True, text=True).stdout.split()
+    assert len(pids) == 1
+    os.kill(int(pids[0]), signal.SIGKILL)
+    start = time.monotonic()
+    lab.wait_for(lambda: client.ping("10.13.13.1", count=1, timeout=1), 5.0, interval=0.01)
+    recovered = time.monotonic() - start
+    assert recovered <= 5.0
+    assert bob in lab.device_peers()
+
+
+def test_dns_forwarder_resolves_through_the_tunnel(lab: Lab):
+    # The server's resolver (as the host's /etc/resolv.conf) is a DNS server in the VPC that knows db.vpc.internal.
+    lab.vpc.python(
+        "from dnslib.server import DNSServer\n"
+        "from dnslib.zoneresolver import ZoneResolver\n"
+        "import time\n"
+        "r = ZoneResolver('db.vpc.internal. 60 IN A 10.0.1.20\\n')\n"
+        f"DNSServer(r, address='{VPC_HOST}', port=53).start_thread()\n"
+        "time.sleep(3600)\n"
+    )
+    lab.server.set_resolv_conf(f"nameserver {VPC_HOST}\n")
+    lab.init("--peers", "alice")
+    lab.up()
+    client, _ = lab.connect("alice")  # full tunnel: 0.0.0.0/0, so DNS must come through the tunnel
+    dig = ["dig", "+short", "+time=2", "+tries=2", "@10.13.13.1", "db.vpc.internal"]
+    lab.wait_for(lambda: client.run(dig, check=False).stdout.decode().strip() == "10.0.1.20", 10)
+    tcp = client.run([*dig, "+tcp"]).stdout.decode().strip()
+    assert tcp == "10.0.1.20"
+
+
+def test_ipv6_dual_stack(lab: Lab):
+    lab.init("--peers", "alice", "--subnet6", "fd13:13:13::/64")
+    lab.up()
+    client, _ = lab.connect("alice", allowed_ips="10.13.13.0/24, fd13:13:13::/64")
+    assert client.run(["ping", "-6", "-c", "2", "-W", "2", "fd13:13:13::1"], check=False).returncode == 0
+    assert client.ping("10.13.13.1")
+
+
+def test_status_reports_peers_without_secrets(lab: Lab):
+    lab.init("--peers", "alice,bob")
+    lab.up()
+    client, _ = lab.connect("alice", allowed_ips="10.13.13.0/24")
+    assert client.ping("10.13.13.1")
+    report = lab.status()
+    assert report["up"] and report["interface"] == lab.iface and report["backend"] == "userspace"
+    assert report["listen_port"] == 51820
+    peers = {p["name"]: p for p in report["peers"]}
+    assert peers["alice"]["online"] and peers["alice"]["rx_bytes"] > 0 and peers["alice"]["endpoint"]
+    assert not peers["bob"]["online"] and peers["bob"]["latest_handshake"] == 0
+    text = lab.bulwark("status").stdout
+    secrets = [p.read_text().strip() for p in lab.config.rglob("privatekey-*")]
+    secrets += [p.read_text().strip() for p in lab.config.rglob("presharedkey-*")]
+    assert "alice (online)" in text
+    assert not any(s in text or s in json.dumps(report) for s in secrets)
+    lab.bulwark("down")
+    down = lab.bulwark("status", check=False)
+    assert down.returncode == 1 and "(down)" in down.stdout
+
+
+def test_failed_bring_up_rolls_back_everything(lab: Lab):
+    lab.init("--peers", "alice")
+    # Something else holds the UDP port: `wg set listen-port` fails after the link was created.
+    holder = lab.server.python(
+        "import socket, time\n"
+        "s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n"
+        "s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0); s.bind(('::', 51820))\n"
+        "time.sleep(3600)\n"
+    )
+    time.sleep(0.3)
+    result = lab.bulwark("up", check=False)
+    holder.kill()
+    assert result.returncode == 1
+    assert "did not come up" in result.stderr and "\n" not in result.stderr.strip()
+    assert lab.server.run(["ip", "link", "show", lab.iface], check=False).returncode != 0
+    assert "bulwark" not in lab.server.run(["nft", "list", "tables"]).stdout.decode()
+    assert not os.path.exists(f"/var/run/wireguard/{lab.iface}.sock")
+    assert not (RUN_DIR / f"{lab.iface}.json").exists()
+
+
+def test_apply_dry_run_shows_the_diff_and_changes_nothing(lab: Lab):
+    lab.init("--peers", "alice,bob")
+    lab.up()
+    bob = json.loads(lab.bulwark("peer", "list", "--json").stdout)[1]["public_key"]
+    assert lab.bulwark("apply", "--dry-run").stdout == ""  # nothing differs: a no-op
+    lab.server.run(["kill", "-STOP", str(json.loads((RUN_DIR / f"{lab.iface}.json").read_text())["pid"])])
+    try:
+        lab.server.run(["wg", "set", lab.iface, "peer", bob, "remove"])
+        shown = lab.bulwark("apply", "--dry-run").stdout
+        assert f"add peer {bob}" in shown and "PrivateKey" not in shown
+        assert bob not in lab.device_peers()
+        lab.bulwark("apply")
+        assert bob in lab.device_peers()
+    finally:
+        lab.server.run(["kill", "-CONT", str(json.loads((RUN_DIR / f"{lab.iface}.json").read_text())["pid"])])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_foreground_supervisor_cleans_up_on_signal(lab: Lab, signum):
+    lab.init("--peers", "alice")
+    proc = lab.server.popen([*__import__("tests.helpers", fromlist=["BULWARK"]).BULWARK, "up", "--foreground",
+                             "--config-dir", str(lab.config)])
+    lab.wait_for(lambda: lab.server.run(["ip", "link", "show", lab.iface], check=False).returncode == 0
+                 and (RUN_DIR / f"{lab.iface}.json").exists(), 10)
+    proc.send_signal(signum)
+    assert proc.wait(10) == 0
+    assert lab.server.run(["ip", "link", "show", lab.iface], check=False).returncode != 0
+    assert "bulwark" not in lab.server.run(["nft", "list", "tables"]).stdout.decode()
+    assert not (RUN_DIR / f"{lab.iface}.json").exists()
+
+
+CHURN = """
+import sys, time
+from pathlib import Path
+from bulwark_vpn import service
+config = Path(sys.argv[1])
+start = time.monotonic()
+ops = 0
+cycle = 0
+while ops < 500:
+    name = f"c{cycle % 7}"
+    service.add_peers(config, [name]); ops += 1
+    service.set_peers_enabled(config, [name], False); ops += 1
+    service.set_peers_enabled(config, [name], True); ops += 1
+    service.remove_peers(config, [name]); ops += 1
+    cycle += 1
+print(ops, time.monotonic() - start)
+"""
+
+
+def test_live_churn_loses_no_packet_and_keeps_the_session(lab: Lab):
+    lab.init("--peers", "alice,bob,carol")
+    lab.up()
+    client, iface = lab.connect("alice", allowed_ips="10.13.13.0/24")
+    assert client.ping("10.13.13.1")
+    handshake_before = client.run(["wg", "show", iface, "latest-handshakes"]).stdout.decode().split()[1]
+    ping = client.popen(["ping", "-n", "-q", "-i", "0.01", "-c", "2000", "10.13.13.1"], stdout=subprocess.PIPE)
+    time.sleep(0.5)
+    churn = lab.server.run([__import__("sys").executable, "-c", CHURN, str(lab.config)], timeout=240)
+    ops, seconds = churn.stdout.decode().split()
+    assert ping.poll() is None, "the churn must happen while the client pings"
+    out = ping.communicate(timeout=120)[0].decode()
+    summary = next(line for line in out.splitlines() if "packets transmitted" in line)
+    sent, received = int(summary.split()[0]), int(summary.split()[3])
+    assert int(ops) == 500
+    assert sent == 2000 and received == sent, summary
+    handshake_after = client.run(["wg", "show", iface, "latest-handshakes"]).stdout.decode().split()[1]
+    assert handshake_after == handshake_before  # never re-handshaken because of the changes
+    print(f"churn: {ops} ops in {float(seconds):.1f} s; ping: {summary}")
