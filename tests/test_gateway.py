@@ -44,7 +44,8 @@ def test_private_network_via_nat_and_clean_down(lab: Lab):
     )
     client, _ = lab.connect("alice", allowed_ips="10.13.13.0/24, 10.0.1.0/24")
     assert client.ping(VPC_HOST, count=2)
-    fetch = ["python3", "-c", f"import socket; s=socket.create_connection(('{VPC_HOST}', 8080), 3); print(s.recv(64).decode())"]
+    code = f"import socket; s=socket.create_connection(('{VPC_HOST}', 8080), 3); print(s.recv(64).decode())"
+    fetch = ["python3", "-c", code]
     lab.wait_for(lambda: client.run(fetch, check=False).returncode == 0, 5)
     seen = client.run(fetch).stdout.decode().strip()
     assert seen == VPC_GATEWAY  # masqueraded: the VPC host needs no route back to the tunnel subnet
