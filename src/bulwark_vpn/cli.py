@@ -249,6 +249,20 @@ def apply(config_dir, interface, dry_run) -> None:
         click.echo("bulwark: the device matches the store", err=True)
 
 
+@cli.command()
+def demo() -> None:
+    """The notes' local trial in one command: server and client namespaces, wg-quick, ping, status."""
+    from bulwark_vpn.demo import run_demo
+
+    result = run_demo(lambda line: click.echo(line, err=True))
+    click.echo(result.ping, nl=False)
+    click.echo(f"client transfer (peer, received, sent): {result.transfer}")
+    click.echo(result.status, nl=False)
+    if not result.ok:
+        click.echo("bulwark: demo: the client could not reach the server through the tunnel", err=True)
+        sys.exit(ExitCode.FAILURE)
+
+
 def main() -> None:
     """Entry point: one place maps BulwarkError to a one-line message and an exit code."""
     # Everything Bulwark creates (store, WAL, keys, configs) is private to root by default.

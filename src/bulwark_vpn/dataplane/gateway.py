@@ -423,6 +423,7 @@ def stop_gateway(iface: str, runner: Runner | None = None, timeout: float = 15.0
         while time.monotonic() < deadline and state.supervisor_alive():
             time.sleep(0.05)
         if not state.supervisor_alive():
+            (RUN_DIR / f"{iface}.log").unlink(missing_ok=True)
             return True
         raise SystemActionError(f"the supervisor of '{iface}' (pid {state.pid}) did not stop in {timeout:g}s")
     found = state is not None or link.link_exists(runner, iface) or firewall.firewall_present(runner, iface)
