@@ -215,7 +215,9 @@ def up(config_dir, interface, backend, foreground) -> None:
 def down(config_dir, interface) -> None:
     """Take the gateway down: interface, NAT table, DNS forwarder, wireguard-go."""
     store_dir = config_dir if (config_dir / "bulwark.db").exists() else None
-    if not service.bring_down(store_dir, interface):
+    if service.bring_down(store_dir, interface):
+        click.echo("bulwark: the gateway is down", err=True)
+    else:
         click.echo("bulwark: nothing to take down", err=True)
 
 

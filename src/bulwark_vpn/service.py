@@ -381,7 +381,7 @@ def bring_up_foreground(config_dir: Path, *, interface: str | None = None, backe
     from bulwark_vpn.dataplane import gateway
 
     _prepare_up(config_dir, interface, backend, dict(environ or {}))
-    _discover_endpoint(config_dir)
+    _discover_endpoint(config_dir, dict(environ or {}))
     gateway.run_foreground(config_dir, ready=ready)
 
 
@@ -458,22 +458,37 @@ def apply_now(config_dir: Path, *, dry_run: bool = False, interface: str | None 
     return [change.describe() for change in changes]
 
 
-def _discover_endpoint(config_dir: Path) -> None:
-    """SERVERURL=auto: find the public address (IMDSv2, STUN, HTTP); keep the last known on failure."""
+def _discover_endpoint(config_dir: Path, environ: dict[str, str] | None = None) -> None:
+    """SERVERURL=auto: find the public address (IMDSv2, STUN, HTTP); keep the last known on failure.
+
+    BULWARK_IMDS_URL, BULWARK_STUN_SERVERS and BULWARK_IP_SERVICES (comma lists) override the sources.
+    """
     with _open_existing(config_dir) as store:
         settings = store.settings()
     if settings.server_url != "auto":
         return
     from bulwark_vpn import publicip
 
-    found = publicip.discover_public_address()
-    address = found.address if found is not None else None
+    env = environ or {}
+    sources: dict = {}
+    if "BULWARK_IMDS_URL" in env:
+        sources["imds_url"] = env["BULWARK_IMDS_URL"] or None
+    for key, arg in (("BULWARK_STUN_SERVERS", "stun_servers"), ("BULWARK_IP_SERVICES", "http_services")):
+        if key in env:
+            sources[arg] = tuple(x.strip() for x in env[key].split(",") if x.strip())
+    found: list = []
+
+    def discover():
+        found.append(publicip.discover_public_address(**sources))
+        return found[-1]
+
+    address = publicip.resolve_server_url(settings.server_url, settings.discovered_url, discover)
     if address is None or address == settings.discovered_url:
-        if address is None:
+        if not found or found[-1] is None:
             log.warning("bulwark: could not discover the public address; keeping %s", settings.discovered_url)
         return
     with _locked(config_dir), _open_existing(config_dir) as store:
         store.save_settings(replace(store.settings(), discovered_url=address))
         _render_server(config_dir, store)
         _render_peers(config_dir, store, store.peers())
-    log.info("bulwark: public address %s (from %s)", address, found.source)
+    log.info("bulwark: public address %s (from %s)", address, found[-1].source if found else "?")
