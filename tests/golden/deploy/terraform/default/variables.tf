@@ -1,0 +1,115 @@
+variable "region" {
+  description = "AWS region."
+  type        = string
+  default     = "us-east-1"
+}
+
+variable "instance_type" {
+  description = "EC2 instance type."
+  type        = string
+  default     = "t3.micro"
+}
+
+variable "ami_architecture" {
+  description = "Debian 12 AMI architecture: amd64, or arm64 for Graviton instance types (t4g...)."
+  type        = string
+  default     = "amd64"
+
+  validation {
+    condition     = contains(["amd64", "arm64"], var.ami_architecture)
+    error_message = "ami_architecture must be amd64 or arm64."
+  }
+}
+
+variable "vpc_id" {
+  description = "Existing VPC to use (null: create one)."
+  type        = string
+  default     = null
+}
+
+variable "subnet_id" {
+  description = "Public subnet of the existing VPC (with vpc_id)."
+  type        = string
+  default     = null
+}
+
+variable "vpc_cidr" {
+  description = "CIDR of the VPC created when vpc_id is null."
+  type        = string
+  default     = "10.0.0.0/16"
+}
+
+variable "subnet_cidr" {
+  description = "CIDR of the public subnet created."
+  type        = string
+  default     = "10.0.1.0/24"
+}
+
+variable "ssh_cidr" {
+  description = "Network allowed to SSH to the gateway (null: no SSH)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.ssh_cidr == null || can(cidrnetmask(var.ssh_cidr))
+    error_message = "ssh_cidr must be an IPv4 CIDR such as 203.0.113.0/24."
+  }
+}
+
+variable "ssh_public_key" {
+  description = "Public key for the admin user (null: no key pair)."
+  type        = string
+  default     = null
+}
+
+variable "wheel_url" {
+  description = "https URL of a Bulwark wheel to install instead of the package index release."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.wheel_url == null || can(regex("^https://[^'\\s]+$", var.wheel_url))
+    error_message = "wheel_url must be an https:// URL without quotes or spaces."
+  }
+}
+
+variable "bulwark_version" {
+  description = "Bulwark release installed from the package index."
+  type        = string
+  default     = "0.1.0"
+}
+
+variable "peers" {
+  description = "PEERS: a number of peers or comma-separated peer names."
+  type        = string
+  default     = "leo_mac,phone"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_,-]*$", var.peers))
+    error_message = "peers must be a number or comma-separated names (letters, digits, _ and -)."
+  }
+}
+
+variable "internal_subnet" {
+  description = "INTERNAL_SUBNET: the tunnel network."
+  type        = string
+  default     = "10.13.13.0"
+}
+
+variable "peer_dns" {
+  description = "PEERDNS: auto, empty, or DNS servers for peers."
+  type        = string
+  default     = "auto"
+}
+
+variable "allowed_ips" {
+  description = "Networks peers route through the tunnel; the VPC CIDR is always added."
+  type        = list(string)
+  default     = ["0.0.0.0/0", "::/0"]
+}
+
+variable "root_volume_size" {
+  description = "Root volume size in GiB."
+  type        = number
+  default     = 8
+}
