@@ -6,18 +6,18 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_RUN := wireguard-tools wireguard-go nftables iproute2 procps
-APT_TEST := $(APT_RUN) iptables iputils-ping dnsutils cloud-init ca-certificates
+APT_TEST := $(APT_RUN) iptables iputils-ping dnsutils cloud-init systemd ca-certificates
 CONFIG_DIR ?= /etc/bulwark
 BULWARK_ARGS ?=
 
-.PHONY: up test deps-run deps-test venv lint clean
+.PHONY: up test deps-run deps-test venv checkov lint clean
 
 deps-run:
 	@command -v wg >/dev/null && command -v wireguard-go >/dev/null && command -v nft >/dev/null || \
 	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends $(APT_RUN))
 
 deps-test:
-	@missing=""; for b in wg wireguard-go nft iptables ping dig cloud-init ip; do \
+	@missing=""; for b in wg wireguard-go nft iptables ping dig cloud-init ip systemd-analyze; do \
 	  command -v $$b >/dev/null || missing=1; done; \
 	  if [ -n "$$missing" ]; then apt-get update -qq && \
 	  apt-get install -y -qq --no-install-recommends $(APT_TEST); fi
@@ -29,11 +29,21 @@ venv: $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 
+# checkov ships its own fork of python-hcl2 under the same import name, so it lives in a venv of its own
+# and the main venv keeps the real python-hcl2 the tests parse Terraform with.
+CHECKOV_VENV := $(VENV)/checkov
+$(CHECKOV_VENV)/bin/checkov:
+	python3 -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q 'checkov>=3.2'
+
+checkov: $(CHECKOV_VENV)/bin/checkov venv
+	ln -sf $(abspath $(CHECKOV_VENV))/bin/checkov $(VENV)/bin/checkov
+
 up: deps-run venv
 	$(VENV)/bin/bulwark init --config-dir $(CONFIG_DIR) $(BULWARK_ARGS)
 	$(VENV)/bin/bulwark up --foreground --config-dir $(CONFIG_DIR)
 
-test: deps-test venv
+test: deps-test venv checkov
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/pytest -q
 

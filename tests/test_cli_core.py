@@ -234,3 +234,44 @@ def test_private_keys_never_reach_the_log(tmp_path):
     result = bulwark("init", "--config-dir", str(config), "--peers", "3", "--server-url", "vpn.example.com")
     secrets = [p.read_text().strip() for p in config.rglob("privatekey-*")]
     assert secrets and not any(s in result.stderr + result.stdout for s in secrets)
+
+
+def test_peer_with_its_own_public_key(tmp_path):
+    config = tmp_path / "c"
+    bulwark("init", "--config-dir", str(config), "--server-url", "vpn.example.com")
+    own = subprocess.run(["wg", "genkey"], capture_output=True, text=True, check=True).stdout
+    public = subprocess.run(["wg", "pubkey"], input=own, capture_output=True, text=True, check=True).stdout.strip()
+    bulwark("peer", "add", "byok", "--public-key", public, "--config-dir", str(config))
+    server = parse_config((config / "wg_confs/wg0.conf").read_text())
+    assert str(server.peers[0].public_key) == public
+    assert (config / "peer_byok/publickey-peer_byok").read_text().strip() == public
+    assert not (config / "peer_byok/privatekey-peer_byok").exists()
+    shown = bulwark("peer", "show", "byok", "--config-dir", str(config), check=False)
+    assert shown.returncode == 2 and "private key" in shown.stderr
+    before = snapshot(config)
+    bad = bulwark("peer", "add", "x", "--public-key", "not-a-key", "--config-dir", str(config), check=False)
+    assert bad.returncode == 2 and "invalid public key: 'not-a-key'" in bad.stderr
+    assert snapshot(config) == before
+
+
+def test_server_allowedips_variable_updates_an_existing_peer(tmp_path):
+    config = tmp_path / "c"
+    bulwark("init", "--config-dir", str(config), "--peers", "site")
+    bulwark("init", "--config-dir", str(config), env=clean_env(SERVER_ALLOWEDIPS_PEER_site="192.168.9.0/24"))
+    server = parse_config((config / "wg_confs/wg0.conf").read_text())
+    assert [str(n) for n in server.peers[0].allowed_ips] == ["10.13.13.2/32", "192.168.9.0/24"]
+
+
+def test_deploy_writes_each_target(tmp_path):
+    config = tmp_path / "c"
+    bulwark("init", "--config-dir", str(config), "--peers", "leo_mac", "--server-url", "vpn.example.com")
+    expected = {"docker": "compose.yaml", "kubernetes": "bulwark.yaml", "terraform": "main.tf",
+                "systemd": "bulwark.service"}
+    for target, name in expected.items():
+        out = tmp_path / target
+        written = bulwark("deploy", target, "--config-dir", str(config), "--out", str(out)).stdout.split()
+        assert str(out / name) in written
+        assert "leo_mac" in (out / name).read_text() or target in ("terraform", "systemd")
+    bad = bulwark("deploy", "kubernetes", "--config-dir", str(config), "--out", str(tmp_path / "k"),
+                  "--node-port", "99", "--service-type", "NodePort", check=False)
+    assert bad.returncode == 2 and "99" in bad.stderr and not (tmp_path / "k").exists()

@@ -22,11 +22,14 @@ from bulwark_vpn.config import (
     combine,
     default_config_dir,
     parse_keepalive,
+    parse_peers,
+    peer_requests,
     request_from_env,
     request_from_file,
     settings_update,
 )
 from bulwark_vpn.errors import BulwarkError, ExitCode
+from bulwark_vpn.keys import PublicKey
 
 _DEBUG = False
 
@@ -79,14 +82,10 @@ def cli(debug: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def init(config_dir: Path, settings_file: Path | None, peers: str | None, as_json: bool, **flags) -> None:
     """Create or update the server from flags, the linuxserver variables and a settings file."""
-    from bulwark_vpn.config import (
-        _peer_requests,  # noqa: PLC2701
-        parse_peers,
-    )
 
     flag_request = InitRequest(
         update=settings_update(flags),
-        peers=_peer_requests(parse_peers(peers), (), {}) if peers else (),
+        peers=peer_requests(parse_peers(peers), (), {}) if peers else (),
     )
     requests = [flag_request, request_from_env(os.environ)]
     if settings_file is not None:
@@ -123,7 +122,8 @@ def peer() -> None:
 @click.option("--allowed-ips", help="Client AllowedIPs for these peers (default: the server's ALLOWEDIPS).")
 @click.option("--server-allowed-ips", help="Extra networks behind these peers, routed to them by the server.")
 @click.option("--keepalive", help="PersistentKeepalive seconds (e.g. 25).")
-def peer_add(names, config_dir, allowed_ips, server_allowed_ips, keepalive) -> None:
+@click.option("--public-key", help="The peer's own public key (its private key stays on the client).")
+def peer_add(names, config_dir, allowed_ips, server_allowed_ips, keepalive, public_key) -> None:
     """Add peers: keys, addresses, configs and QR codes."""
     added = service.add_peers(
         config_dir,
@@ -131,6 +131,7 @@ def peer_add(names, config_dir, allowed_ips, server_allowed_ips, keepalive) -> N
         allowed_ips=_networks(allowed_ips, "--allowed-ips"),
         server_allowed_ips=_networks(server_allowed_ips, "--server-allowed-ips"),
         keepalive=parse_keepalive(keepalive) if keepalive is not None else None,
+        public_key=PublicKey.from_base64(public_key) if public_key is not None else None,
     )
     for p in added:
         extra = f", {p.address6}" if p.address6 else ""
@@ -263,6 +264,38 @@ def demo() -> None:
     if not result.ok:
         click.echo("bulwark: demo: the client could not reach the server through the tunnel", err=True)
         sys.exit(ExitCode.FAILURE)
+
+
+@cli.command()
+@click.argument("target", type=click.Choice(["docker", "kubernetes", "terraform", "systemd"]))
+@_config_dir_option
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder to write the files into.")
+@click.option("--image", help="Container image name [bulwark-vpn].")
+@click.option("--tag", "image_tag", help="Image tag [this version].")
+@click.option("--digest", "image_digest", help="Image digest (sha256:...), pins the image.")
+@click.option("--pull-policy", "image_pull_policy", type=click.Choice(["Always", "IfNotPresent", "Never"]))
+@click.option("--server-url", help="Endpoint host for clients [the store's, else auto].")
+@click.option("--service-type", type=click.Choice(["LoadBalancer", "NodePort"]), help="Kubernetes Service type.")
+@click.option("--node-port", type=int, help="NodePort for the UDP Service (30000-32767).")
+@click.option("--storage", type=click.Choice(["pvc", "secret"]), help="Kubernetes state: a PVC or a Secret.")
+@click.option("--namespace", help="Kubernetes namespace [bulwark].")
+@click.option("--region", "aws_region", help="AWS region.")
+@click.option("--instance-type", "aws_instance_type", help="EC2 instance type [t3.micro].")
+@click.option("--vpc-id", "aws_vpc_id", help="Use this existing VPC instead of creating one.")
+@click.option("--subnet-id", "aws_subnet_id", help="Use this existing public subnet.")
+@click.option("--vpc-cidr", "aws_vpc_cidr", help="CIDR of the VPC peers should reach [10.0.0.0/16].")
+@click.option("--ssh-cidr", "aws_ssh_cidr", help="Open SSH only from this CIDR (default: no SSH).")
+@click.option("--ssh-public-key", "ssh_key", help="SSH public key: a file path or the key text.")
+@click.option("--wheel-url", help="Install Bulwark from this wheel URL instead of the package index.")
+def deploy(target, config_dir, out_dir, ssh_key, **options) -> None:
+    """Write deployment files (docker, kubernetes, terraform, systemd) from the store's settings."""
+    if ssh_key is not None:
+        key_path = Path(ssh_key).expanduser()
+        options["aws_ssh_public_key"] = key_path.read_text().strip() if key_path.is_file() else ssh_key
+    written = service.render_deployment(config_dir, target, out_dir, **options)
+    for path in written:
+        click.echo(str(path))
 
 
 def main() -> None:

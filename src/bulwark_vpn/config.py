@@ -156,6 +156,8 @@ class InitRequest:
     peers: tuple[PeerRequest, ...] = ()
     # Names that get PersistentKeepalive (PERSISTENTKEEPALIVE_PEERS); "all" applies to every peer.
     keepalive_peers: tuple[str, ...] = ()
+    # SERVER_ALLOWEDIPS_PEER_<name>: networks routed to that peer, whether it is new or already exists.
+    peer_routes: tuple[tuple[str, tuple], ...] = ()
 
 
 # Raw values as text keyed by setting name; shared by flags, env and file.
@@ -220,7 +222,7 @@ def parse_peers(value: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _peer_requests(
+def peer_requests(
     names: tuple[str, ...], keepalive_names: tuple[str, ...], server_allowed: Mapping[str, tuple]
 ) -> tuple[PeerRequest, ...]:
     everyone = "all" in keepalive_names
@@ -254,7 +256,8 @@ def request_from_env(environ: Mapping[str, str]) -> InitRequest:
     keepalive = _keepalive_names(environ.get("PERSISTENTKEEPALIVE_PEERS", ""))
     server_allowed = _server_allowed_from_env(environ)
     names = parse_peers(environ.get("PEERS", ""))
-    return InitRequest(update=update, peers=_peer_requests(names, keepalive, server_allowed), keepalive_peers=keepalive)
+    return InitRequest(update=update, peers=peer_requests(names, keepalive, server_allowed), keepalive_peers=keepalive,
+                       peer_routes=tuple(sorted(server_allowed.items())))
 
 
 def request_from_file(path: Path) -> InitRequest:
@@ -272,7 +275,7 @@ def request_from_file(path: Path) -> InitRequest:
     update = settings_update(data)
     peers = parse_peers(",".join(map(str, peers_value)) if isinstance(peers_value, list) else str(peers_value))
     keepalive = _keepalive_names(",".join(keepalive_value) if isinstance(keepalive_value, list) else keepalive_value)
-    return InitRequest(update=update, peers=_peer_requests(peers, keepalive, {}), keepalive_peers=keepalive)
+    return InitRequest(update=update, peers=peer_requests(peers, keepalive, {}), keepalive_peers=keepalive)
 
 
 def combine(*requests: InitRequest) -> InitRequest:
@@ -280,9 +283,13 @@ def combine(*requests: InitRequest) -> InitRequest:
     update = SettingsUpdate()
     peers: dict[str, PeerRequest] = {}
     keepalive: list[str] = []
+    routes: dict[str, tuple] = {}
     for request in requests:
         update = update.merged_over(request.update)
         for peer in request.peers:
             peers.setdefault(peer.name, peer)
         keepalive.extend(n for n in request.keepalive_peers if n not in keepalive)
-    return InitRequest(update=update, peers=tuple(peers.values()), keepalive_peers=tuple(keepalive))
+        for name, nets in request.peer_routes:
+            routes.setdefault(name, nets)
+    return InitRequest(update=update, peers=tuple(peers.values()), keepalive_peers=tuple(keepalive),
+                       peer_routes=tuple(sorted(routes.items())))

@@ -20,8 +20,8 @@ from bulwark_vpn.addressing import Pool
 from bulwark_vpn.config import InitRequest, PeerRequest, normalize_peer_name
 from bulwark_vpn.errors import ConflictError, InputError, NotFoundError, SystemActionError
 from bulwark_vpn.fsutil import atomic_write, ensure_private_dir
-from bulwark_vpn.keys import PresharedKey, PrivateKey
-from bulwark_vpn.model import IPNetwork, Peer, Settings
+from bulwark_vpn.keys import PresharedKey, PrivateKey, PublicKey
+from bulwark_vpn.model import DEFAULT_KEEPALIVE, IPNetwork, Peer, Settings
 from bulwark_vpn.render import layout
 from bulwark_vpn.render.qr import qr_terminal
 from bulwark_vpn.render.wgquick import parse_endpoint
@@ -163,6 +163,7 @@ def init_server(config_dir: Path, request: InitRequest) -> InitResult:
                 missing = [p for p in request.peers if not store.has_peer(p.name)]
                 added = [_create_requested(store, new, p) for p in missing]
                 _apply_keepalive_peers(store, request.keepalive_peers)
+                _apply_server_allowed_ips(store, request.peer_routes)
             changed = tuple(f for f in Settings.__dataclass_fields__ if getattr(old, f) != getattr(new, f))
             _render_server(config_dir, store)
             client_change = fresh or any(f in _CLIENT_FACING or f.startswith("subnet") for f in changed)
@@ -172,12 +173,20 @@ def init_server(config_dir: Path, request: InitRequest) -> InitResult:
 
 
 def _apply_keepalive_peers(store: Store, names: tuple[str, ...]) -> None:
-    from bulwark_vpn.model import DEFAULT_KEEPALIVE
-
     for peer in store.peers():
         wanted = "all" in names or peer.name in names
         if wanted and peer.keepalive is None:
             store.update_peer(replace(peer, keepalive=DEFAULT_KEEPALIVE))
+
+
+def _apply_server_allowed_ips(store: Store, routes: tuple[tuple[str, tuple], ...]) -> None:
+    """SERVER_ALLOWEDIPS_PEER_<name> given for an existing peer replaces its routed networks."""
+    for name, networks in routes:
+        if not store.has_peer(name):
+            continue
+        peer = store.peer(name)
+        if peer.server_allowed_ips != networks:
+            store.update_peer(replace(peer, server_allowed_ips=networks))
 
 
 def _peers_missing_files(config_dir: Path, store: Store) -> list[Peer]:
@@ -195,12 +204,14 @@ def _create_peer(
     allowed_ips: tuple[IPNetwork, ...] | None = None,
     server_allowed_ips: tuple[IPNetwork, ...] | None = None,
     keepalive: int | None = None,
+    public_key: PublicKey | None = None,
 ) -> Peer:
     pool4, pool6 = _pools(settings)
-    private = PrivateKey.generate()
+    # A peer that brings its own key pair: only its public key is known, its config stays on the client.
+    private = PrivateKey.generate() if public_key is None else None
     peer = Peer(
         name=name,
-        public_key=private.public_key(),
+        public_key=public_key or private.public_key(),  # type: ignore[union-attr]
         private_key=private,
         preshared_key=PresharedKey.generate(),
         address4=store.allocate(pool4),  # type: ignore[arg-type]
@@ -238,9 +249,15 @@ def add_peers(
     allowed_ips: tuple[IPNetwork, ...] | None = None,
     server_allowed_ips: tuple[IPNetwork, ...] | None = None,
     keepalive: int | None = None,
+    public_key: PublicKey | None = None,
 ) -> list[Peer]:
-    """Add peers (all or none): keys, PSK, next free addresses, their files and the server config."""
+    """Add peers (all or none): keys, PSK, next free addresses, their files and the server config.
+
+    `public_key` adds one peer that keeps its private key on the client (Bulwark never sees it).
+    """
     wanted = _unique_names(names)
+    if public_key is not None and len(wanted) != 1:
+        raise InputError(f"--public-key was given with {len(wanted)} peers: add one peer per public key")
     with _locked(config_dir), _open_existing(config_dir) as store:
         for name in wanted:
             if store.has_peer(name):
@@ -249,7 +266,7 @@ def add_peers(
         with store.transaction():
             peers = [
                 _create_peer(store, settings, n, allowed_ips=allowed_ips, server_allowed_ips=server_allowed_ips,
-                             keepalive=keepalive)
+                             keepalive=keepalive, public_key=public_key)
                 for n in wanted
             ]
         _render_server(config_dir, store)
@@ -404,7 +421,7 @@ def bring_up_background(config_dir: Path, *, interface: str | None = None, backe
     argv = [sys.executable, "-m", "bulwark_vpn", "up", "--foreground", "--config-dir", str(config_dir)]
     with open(log_path, "wb") as log_file:
         child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                                 start_new_session=True, env={**os.environ, "BULWARK_DETACHED": "1"})
+                                 start_new_session=True)
     deadline = time.monotonic() + UP_TIMEOUT
     while time.monotonic() < deadline:
         state = gateway.RuntimeState.load(iface)
@@ -492,3 +509,35 @@ def _discover_endpoint(config_dir: Path, environ: dict[str, str] | None = None) 
         _render_server(config_dir, store)
         _render_peers(config_dir, store, store.peers())
     log.info("bulwark: public address %s (from %s)", address, found[-1].source if found else "?")
+
+
+# -- deployment files ---------------------------------------------------------------------------------
+
+DEPLOY_TARGETS = ("docker", "kubernetes", "terraform", "systemd")
+
+
+def render_deployment(config_dir: Path, target: str, out_dir: Path, **overrides: object) -> list[Path]:
+    """Write the deployment files for `target` from the store's settings and peers (or the defaults)."""
+    from bulwark_vpn import deploy
+
+    renderers = {"docker": deploy.render_docker, "kubernetes": deploy.render_kubernetes,
+                 "terraform": deploy.render_terraform, "systemd": deploy.render_systemd}
+    if target not in renderers:
+        raise InputError(f"unknown deploy target: '{target}': use one of {', '.join(DEPLOY_TARGETS)}")
+    settings, peers, secret_files = Settings(), (), ()
+    if (config_dir / STORE_NAME).exists():
+        with _open_existing(config_dir) as store:
+            settings = store.settings()
+            peers = tuple(p.name for p in store.peers())
+        if overrides.get("storage") == "secret":
+            secret_files = tuple(
+                (str(path.relative_to(config_dir)), path.read_bytes())
+                for path in sorted(config_dir.rglob("*"))
+                if path.is_file() and not path.name.startswith(".") and "-wal" not in path.name
+            )
+    options = deploy.DeployOptions.from_settings(
+        settings, peers=overrides.pop("peers", None) or peers or None,
+        secret_files=secret_files or None, **overrides,
+    )
+    files = renderers[target](options)
+    return deploy.write_bundle(files, out_dir)

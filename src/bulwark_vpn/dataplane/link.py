@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -22,8 +21,9 @@ from collections import deque
 from pathlib import Path
 from typing import Literal
 
+from bulwark_vpn.config import validate_interface_name
 from bulwark_vpn.dataplane.runner import Runner, format_failure, missing_command_hint
-from bulwark_vpn.errors import ConflictError, InputError, SystemActionError
+from bulwark_vpn.errors import ConflictError, SystemActionError
 
 LOGGER = logging.getLogger("bulwark_vpn")
 
@@ -35,18 +35,13 @@ STOP_TIMEOUT = 3.0
 Backend = Literal["auto", "kernel", "userspace"]
 ActiveBackend = Literal["kernel", "userspace"]
 
-_IFNAME = re.compile(r"[a-zA-Z0-9_=+.-]{1,15}")
 # Lines of wireguard-go's "you have a kernel module" warning box, not worth logging.
 _BOX_CHARS = set("┌┐└┘│─ ")
 
 
 def validate_ifname(name: str) -> str:
     """Return `name` if it is a valid interface name (1-15 of [a-zA-Z0-9_=+.-]), else InputError."""
-    if not _IFNAME.fullmatch(name) or name in (".", ".."):
-        raise InputError(
-            f"invalid interface name: '{name}': use 1-15 characters of letters, digits and _=+.- (e.g. wg0)"
-        )
-    return name
+    return validate_interface_name(name)
 
 
 def socket_path(iface: str) -> Path:

@@ -184,6 +184,8 @@ class DeployOptions:
         if self.peers:
             env["PEERS"] = peers_env_value(self.peers)
         env["INTERNAL_SUBNET"] = internal_subnet_value(self.subnet4)
+        if self.subnet6 is not None:
+            env["INTERNAL_SUBNET6"] = str(self.subnet6)
         env["PEERDNS"] = self.peer_dns
         env["ALLOWEDIPS"] = ", ".join(str(n) for n in self.allowed_ips)
         if self.keepalive_peers:
