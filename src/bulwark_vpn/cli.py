@@ -44,6 +44,10 @@ def _config_dir_option(func):
     )(func)
 
 
+def _interface_option(func):
+    return click.option("--interface", help="The running interface to apply to [the store's].")(func)
+
+
 def _echo_json(value: object) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True))
 
@@ -123,7 +127,8 @@ def peer() -> None:
 @click.option("--server-allowed-ips", help="Extra networks behind these peers, routed to them by the server.")
 @click.option("--keepalive", help="PersistentKeepalive seconds (e.g. 25).")
 @click.option("--public-key", help="The peer's own public key (its private key stays on the client).")
-def peer_add(names, config_dir, allowed_ips, server_allowed_ips, keepalive, public_key) -> None:
+@_interface_option
+def peer_add(names, config_dir, allowed_ips, server_allowed_ips, keepalive, public_key, interface) -> None:
     """Add peers: keys, addresses, configs and QR codes."""
     added = service.add_peers(
         config_dir,
@@ -132,6 +137,7 @@ def peer_add(names, config_dir, allowed_ips, server_allowed_ips, keepalive, publ
         server_allowed_ips=_networks(server_allowed_ips, "--server-allowed-ips"),
         keepalive=parse_keepalive(keepalive) if keepalive is not None else None,
         public_key=PublicKey.from_base64(public_key) if public_key is not None else None,
+        interface=interface,
     )
     for p in added:
         extra = f", {p.address6}" if p.address6 else ""
@@ -141,28 +147,35 @@ def peer_add(names, config_dir, allowed_ips, server_allowed_ips, keepalive, publ
 @peer.command("remove")
 @click.argument("names", nargs=-1, required=True)
 @_config_dir_option
-def peer_remove(names, config_dir) -> None:
+@_interface_option
+def peer_remove(names, config_dir, interface) -> None:
     """Remove peers and their files."""
-    for p in service.remove_peers(config_dir, list(names)):
+    for p in service.remove_peers(config_dir, list(names), interface):
         click.echo(f"bulwark: removed peer {p.name}", err=True)
+
+
+def _set_enabled(names, config_dir, interface, enabled: bool) -> None:
+    verb = "enabled" if enabled else "disabled"
+    for p in service.set_peers_enabled(config_dir, list(names), enabled, interface):
+        click.echo(f"bulwark: {verb} peer {p.name}", err=True)
 
 
 @peer.command("enable")
 @click.argument("names", nargs=-1, required=True)
 @_config_dir_option
-def peer_enable(names, config_dir) -> None:
+@_interface_option
+def peer_enable(names, config_dir, interface) -> None:
     """Enable peers (they are put back on the device)."""
-    for p in service.set_peers_enabled(config_dir, list(names), True):
-        click.echo(f"bulwark: enabled peer {p.name}", err=True)
+    _set_enabled(names, config_dir, interface, True)
 
 
 @peer.command("disable")
 @click.argument("names", nargs=-1, required=True)
 @_config_dir_option
-def peer_disable(names, config_dir) -> None:
+@_interface_option
+def peer_disable(names, config_dir, interface) -> None:
     """Disable peers: keys and address are kept, the peer is taken off the device."""
-    for p in service.set_peers_enabled(config_dir, list(names), False):
-        click.echo(f"bulwark: disabled peer {p.name}", err=True)
+    _set_enabled(names, config_dir, interface, False)
 
 
 @peer.command("list")

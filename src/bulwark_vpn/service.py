@@ -250,6 +250,7 @@ def add_peers(
     server_allowed_ips: tuple[IPNetwork, ...] | None = None,
     keepalive: int | None = None,
     public_key: PublicKey | None = None,
+    interface: str | None = None,
 ) -> list[Peer]:
     """Add peers (all or none): keys, PSK, next free addresses, their files and the server config.
 
@@ -271,11 +272,11 @@ def add_peers(
             ]
         _render_server(config_dir, store)
         _render_peers(config_dir, store, peers)
-        _apply_live(config_dir, store, upsert=peers)
+        _apply_live(config_dir, store, upsert=peers, interface=interface)
         return peers
 
 
-def remove_peers(config_dir: Path, names: list[str]) -> list[Peer]:
+def remove_peers(config_dir: Path, names: list[str], interface: str | None = None) -> list[Peer]:
     """Remove peers (all or none) and their files; their addresses become reusable."""
     wanted = _unique_names(names)
     with _locked(config_dir), _open_existing(config_dir) as store:
@@ -287,11 +288,11 @@ def remove_peers(config_dir: Path, names: list[str]) -> list[Peer]:
         _render_server(config_dir, store)
         for peer in removed:
             _remove_peer_files(config_dir, peer)
-        _apply_live(config_dir, store, remove=removed)
+        _apply_live(config_dir, store, remove=removed, interface=interface)
         return removed
 
 
-def set_peers_enabled(config_dir: Path, names: list[str], enabled: bool) -> list[Peer]:
+def set_peers_enabled(config_dir: Path, names: list[str], enabled: bool, interface: str | None = None) -> list[Peer]:
     """Enable or disable peers; a disabled peer keeps its keys and address but is not on the device."""
     wanted = _unique_names(names)
     with _locked(config_dir), _open_existing(config_dir) as store:
@@ -301,7 +302,7 @@ def set_peers_enabled(config_dir: Path, names: list[str], enabled: bool) -> list
             for peer in changed:
                 store.update_peer(peer)
         _render_server(config_dir, store)
-        _apply_live(config_dir, store, upsert=changed)
+        _apply_live(config_dir, store, upsert=changed, interface=interface)
         return changed
 
 
@@ -373,12 +374,13 @@ def peer_qr(config_dir: Path, name: str, endpoint: str | None = None) -> str:
 UP_TIMEOUT = 60.0
 
 
-def _apply_live(config_dir: Path, store: Store, *, upsert: Iterable[Peer] = (), remove: Iterable[Peer] = ()) -> None:
+def _apply_live(config_dir: Path, store: Store, *, upsert: Iterable[Peer] = (), remove: Iterable[Peer] = (),
+                interface: str | None = None) -> None:
     """Apply peer changes to the running gateway at once, touching only these peers."""
     from bulwark_vpn.dataplane import gateway
     from bulwark_vpn.dataplane.runner import Runner
 
-    iface = store.settings().interface
+    iface = interface or store.settings().interface
     state = gateway.RuntimeState.load(iface)
     if state is None or not state.supervisor_alive() or Path(state.config_dir) != config_dir:
         return
