@@ -33,7 +33,8 @@ def find_linuxserver_config(config_dir: Path) -> Path | None:
         return None
     confs = sorted(folder.glob("*.conf"))
     preferred = [c for c in confs if c.name == "wg0.conf"]
-    return (preferred or confs or [None])[0]
+    candidates = preferred or confs
+    return candidates[0] if candidates else None
 
 
 def _original_variables(config_dir: Path) -> dict[str, str]:

@@ -13,6 +13,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bulwark_vpn.addressing import parse_networks, parse_subnet4, parse_subnet6
 from bulwark_vpn.errors import InputError
@@ -195,13 +196,13 @@ _ENV_NAMES = {
 
 def settings_update(raw: Mapping[str, object]) -> SettingsUpdate:
     """Validate raw setting values (None or absent = not given)."""
-    values = {}
+    values: dict[str, Any] = {}
     for key, value in raw.items():
         if value is None:
             continue
         if key not in _SETTING_PARSERS:
             raise InputError(f"unknown setting: '{key}': known settings are {', '.join(sorted(_SETTING_PARSERS))}")
-        values[key] = _SETTING_PARSERS[key](value)
+        values[key] = _SETTING_PARSERS[key](value)  # type: ignore[arg-type]
     return SettingsUpdate(**values)
 
 

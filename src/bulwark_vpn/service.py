@@ -526,7 +526,9 @@ def render_deployment(config_dir: Path, target: str, out_dir: Path, **overrides:
                  "terraform": deploy.render_terraform, "systemd": deploy.render_systemd}
     if target not in renderers:
         raise InputError(f"unknown deploy target: '{target}': use one of {', '.join(DEPLOY_TARGETS)}")
-    settings, peers, secret_files = Settings(), (), ()
+    settings = Settings()
+    peers: tuple[str, ...] = ()
+    secret_files: tuple[tuple[str, bytes], ...] = ()
     if (config_dir / STORE_NAME).exists():
         with _open_existing(config_dir) as store:
             settings = store.settings()

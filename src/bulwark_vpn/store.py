@@ -16,7 +16,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -314,7 +314,7 @@ class Store:
                 "DELETE FROM free_offsets WHERE family=? AND offset=?", (family, _offset_key(offset))
             )
 
-    def rebase_pool(self, old: Pool, new: Pool, used: list[ipaddress.IPv4Address | ipaddress.IPv6Address]) -> None:
+    def rebase_pool(self, old: Pool, new: Pool, used: Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address]) -> None:
         """After a subnet change: restart allocation in `new`, reserving the addresses still in use."""
         family = new.network.version
         with self.transaction():
