@@ -25,9 +25,13 @@ deps-test:
 $(PY):
 	python3 -m venv $(VENV)
 
-venv: $(PY)
+# Installed once, again only when pyproject.toml changes (so `make up` works offline afterwards).
+$(VENV)/.installed: pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
 
 # checkov ships its own fork of python-hcl2 under the same import name, so it lives in a venv of its own
 # and the main venv keeps the real python-hcl2 the tests parse Terraform with.
