@@ -311,6 +311,42 @@ def deploy(target, config_dir, out_dir, ssh_key, **options) -> None:
         click.echo(str(path))
 
 
+@cli.command()
+@_config_dir_option
+@click.option("--interface", help="Interface [the store's].")
+@click.option("--peer-config", type=click.Path(dir_okay=False, path_type=Path),
+              help="Check this client wg-quick config instead (run it on the client).")
+@click.option("--fix", is_flag=True, help="Apply the safe fixes after showing them (asks on a terminal).")
+@click.option("--yes", is_flag=True, help="Answer yes to --fix (for scripts).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (stable fields).")
+def doctor(config_dir, interface, peer_config, fix, yes, as_json) -> None:
+    """Check the gateway (or a client config): ok / warn / fail, evidence and fix. Exit 1 when a check fails."""
+    from bulwark_vpn.render import doctor as view
+
+    shown = []
+
+    def confirm(results, fixable) -> bool:
+        if not as_json:
+            click.echo(view.render_results(results), nl=False)
+            shown.append(True)
+        click.echo(view.render_plan(fixable), err=True, nl=False)
+        if yes or (sys.stdin.isatty() and click.confirm("apply these fixes?", err=True)):
+            return True
+        if not sys.stdin.isatty():
+            click.echo("bulwark: not a terminal and no --yes: nothing changed (add --yes to apply)", err=True)
+        return False
+
+    report = service.run_doctor(config_dir, interface=interface, peer_config=peer_config, fix=fix, confirm=confirm)
+    if report.fixes:
+        click.echo(view.render_outcomes(report.fixes) + "bulwark: the checks after the fixes:", err=True)
+    if as_json:
+        _echo_json(view.results_json(report.final))
+    elif not shown or report.fixes:
+        click.echo(view.render_results(report.final), nl=False)
+    if report.failed:
+        sys.exit(ExitCode.FAILURE)
+
+
 def main() -> None:
     """Entry point: one place maps BulwarkError to a one-line message and an exit code."""
     # Everything Bulwark creates (store, WAL, keys, configs) is private to root by default.

@@ -545,3 +545,15 @@ def render_deployment(config_dir: Path, target: str, out_dir: Path, **overrides:
     )
     files = renderers[target](options)
     return deploy.write_bundle(files, out_dir)
+
+
+# -- doctor -----------------------------------------------------------------------------------------------
+
+
+def run_doctor(config_dir: Path | None, *, interface: str | None = None, peer_config: Path | None = None,
+               fix: bool = False, confirm=None):
+    """`bulwark doctor`: the server checks (or those of a client config, `peer_config`); with `fix`, the safe
+    fixes once `confirm(results, fixable)` agrees, then the checks again. See `bulwark_vpn.doctor`."""
+    from bulwark_vpn import doctor
+
+    return doctor.diagnose(config_dir, interface=interface, peer_config=peer_config, fix=fix, confirm=confirm)

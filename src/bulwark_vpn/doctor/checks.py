@@ -1,0 +1,804 @@
+"""The server checks of `bulwark doctor`: is this gateway able to carry its peers' traffic, and if not, why?
+
+Each check is a function of a `ServerContext` returning one `CheckResult` with its evidence and the exact fix.
+`run_server_checks` runs them all, concurrently (they mostly wait on `ip`, `wg`, `nft`, `ss`; `HostFacts`
+runs each query once), and returns them in the order of `SERVER_CHECKS`. The checks only read: the fixes
+they carry are applied by `doctor.fixes.apply_fixes`, and only when asked.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ipaddress
+import json
+import logging
+import os
+import re
+import shlex
+import shutil
+import stat
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bulwark_vpn.dataplane import dns, firewall, link
+from bulwark_vpn.dataplane.apply import AddPeer, RemovePeer, SetInterface, UpdatePeer, diff_device
+from bulwark_vpn.dataplane.gateway import ONLINE_WINDOW, pid_alive
+from bulwark_vpn.dataplane.runner import Runner
+from bulwark_vpn.doctor.common import address_kind, listing, plural, resolve
+from bulwark_vpn.doctor.facts import ServerContext
+from bulwark_vpn.doctor.model import CheckResult, Remedy, Status, fail, ok, skip, warn
+from bulwark_vpn.doctor.nftrules import ChainVerdict, Finding, Packet, Ruleset
+from bulwark_vpn.errors import BulwarkError
+from bulwark_vpn.fsutil import PRIVATE_DIR, PRIVATE_FILE
+from bulwark_vpn.model import IPNetwork
+from bulwark_vpn.store import STORE_NAME
+
+LOGGER = logging.getLogger("bulwark_vpn")
+
+DEFAULT_MTU = 1420  # what wg-quick and wireguard-go use when no MTU is set
+OVERHEAD4, OVERHEAD6 = 60, 80  # outer IP + UDP + WireGuard header and tag
+TUN_DEVICE = Path("/dev/net/tun")
+TUN_MAJOR, TUN_MINOR = 10, 200
+DNS_PROBE_CAP = 5.0
+_ENDPOINT_LINE = re.compile(r"(?mi)^\s*Endpoint\s*=\s*(\S+)")
+
+Check = Callable[[ServerContext], CheckResult]
+Ctx = TypeVar("Ctx")
+
+
+def _needs_store(name: str, ctx: ServerContext) -> CheckResult | None:
+    if not ctx.store.usable:
+        return skip(name, "not checked: the store cannot be read (see the store check)")
+    return None
+
+
+def _needs_device(name: str, ctx: ServerContext) -> CheckResult | None:
+    if (missing := _needs_store(name, ctx)) is not None:
+        return missing
+    if ctx.device() is None:
+        return skip(name, f"not checked: interface '{ctx.iface}' is not up (see the interface check)")
+    return None
+
+
+def _needs_gateway(name: str, ctx: ServerContext) -> CheckResult | None:
+    if (missing := _needs_store(name, ctx)) is not None:
+        return missing
+    if not ctx.running:
+        return skip(name, f"not checked: the gateway is not running on '{ctx.iface}'")
+    return None
+
+
+# -- the store and its files ------------------------------------------------------------------------------
+
+
+def check_store(ctx: ServerContext) -> CheckResult:
+    path = ctx.config_dir / STORE_NAME
+    view = ctx.store
+    init = ctx.cli("init")
+    if view.problem == "missing":
+        return fail("store", f"no Bulwark store at {path}", f"create it: {init} --server-url PUBLIC_HOST")
+    if view.problem is not None:
+        return fail("store", f"{path}: {view.problem}",
+                    f"restore {path} from a backup, or move it away and run '{init}' to adopt the rendered files")
+    if view.server_key is None or view.settings is None:
+        return fail("store", f"{path} has no server key: the server was never set up", f"run '{init}'")
+    enabled = sum(p.enabled for p in view.peers)
+    return ok("store", f"{path}: quick_check ok, schema {view.schema}, {plural(len(view.peers), 'peer')} "
+                       f"({enabled} enabled)")
+
+
+def _secret_file(name: str) -> bool:
+    return not name.startswith("publickey-")
+
+
+def check_permissions(ctx: ServerContext) -> CheckResult:
+    root = ctx.config_dir
+    if not root.is_dir():
+        return skip("permissions", f"not checked: {root} does not exist")
+    loose: list[tuple[str, int, int]] = []  # (path, mode, wanted)
+    for folder, _dirs, files in os.walk(root):
+        mode = stat.S_IMODE(os.lstat(folder).st_mode)
+        if mode & 0o077:
+            loose.append((folder, mode, PRIVATE_DIR))
+        for name in files:
+            if not _secret_file(name):
+                continue
+            path = os.path.join(folder, name)
+            try:
+                info = os.lstat(path)
+            except OSError:
+                continue  # removed meanwhile (a WAL checkpoint)
+            if stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) & 0o077:
+                loose.append((path, stat.S_IMODE(info.st_mode), PRIVATE_FILE))
+    if not loose:
+        return ok("permissions", f"{root}: folders 0700, store and secrets 0600")
+    shown = [f"{os.path.relpath(p, root) if p != str(root) else p} {m:04o} (want {w:04o})" for p, m, w in loose]
+    if len(loose) <= 3:
+        fix = "; ".join(f"chmod {w:o} {shlex.quote(p)}" for p, _, w in loose)
+    else:
+        fix = f"find {shlex.quote(str(root))} ! -name 'publickey-*' -exec chmod go-rwx {{}} +"
+    remedy = Remedy("chmod", {"paths": tuple((p, w) for p, _, w in loose)})
+    return fail("permissions", f"readable by others: {listing(shown, 8)}", fix, remedy)
+
+
+# -- the WireGuard implementation -------------------------------------------------------------------------
+
+
+def check_backend(ctx: ServerContext) -> CheckResult:
+    wanted = ctx.settings.backend if ctx.store.usable else "auto"
+    kernel = ctx.host.kernel_module()
+    userspace = shutil.which(link.USERSPACE)
+    running = f"; '{ctx.iface}' runs on the {ctx.state.backend} backend" if ctx.state and ctx.link_exists else ""
+    if wanted == "kernel" and not kernel:
+        return fail("backend", "the store asks for the kernel backend but the kernel has no WireGuard module "
+                               "('ip link add type wireguard' fails)",
+                    f"load it (modprobe wireguard) or use wireguard-go: {ctx.cli('init')} --backend userspace")
+    if kernel:
+        return ok("backend", f"kernel WireGuard module available{running}")
+    if userspace is None:
+        return fail("backend", "no WireGuard kernel module ('ip link add type wireguard' fails) and no wireguard-go",
+                    "apt-get install -y wireguard-go (or load the module: modprobe wireguard)")
+    return ok("backend", f"no kernel module; userspace wireguard-go at {userspace}{running}")
+
+
+def check_tun(ctx: ServerContext) -> CheckResult:
+    needed = not ctx.host.kernel_module() or (ctx.store.usable and ctx.settings.backend == "userspace")
+    try:
+        info = os.stat(TUN_DEVICE)
+        present = stat.S_ISCHR(info.st_mode) and (os.major(info.st_rdev), os.minor(info.st_rdev)) == (
+            TUN_MAJOR, TUN_MINOR)
+    except OSError:
+        present = False
+    if present:
+        return ok("tun_device", f"{TUN_DEVICE} present (character device {TUN_MAJOR}:{TUN_MINOR})")
+    if not needed:
+        return skip("tun_device", f"{TUN_DEVICE} missing, not needed: the kernel module serves WireGuard")
+    return fail("tun_device", f"{TUN_DEVICE} is missing (or not the TUN device): wireguard-go cannot create "
+                              "its interface",
+                f"modprobe tun; mkdir -p /dev/net; mknod {TUN_DEVICE} c {TUN_MAJOR} {TUN_MINOR} "
+                "(in a container: --device /dev/net/tun --cap-add NET_ADMIN)")
+
+
+# -- the running gateway ----------------------------------------------------------------------------------
+
+
+def _process_state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def check_supervisor(ctx: ServerContext) -> CheckResult:
+    state = ctx.state
+    restart = f"{ctx.cli('down')} && {ctx.cli('up')}"
+    if state is None:
+        if ctx.link_exists:
+            return warn("supervisor", f"'{ctx.iface}' exists but no Bulwark supervisor runs it (no state file): "
+                                      "drift, store changes and crashes are not handled",
+                        f"take it down (wg-quick down {ctx.iface}, or ip link del {ctx.iface}), then {ctx.cli('up')}")
+        return skip("supervisor", f"no gateway runs on '{ctx.iface}' (see the interface check)")
+    if not pid_alive(state.pid):
+        return fail("supervisor", f"the supervisor of '{ctx.iface}' (pid {state.pid}) is gone: nothing repairs "
+                                  "drift or restarts wireguard-go", restart)
+    if _process_state(state.pid) in ("T", "t"):
+        return fail("supervisor", f"the supervisor of '{ctx.iface}' (pid {state.pid}) is stopped (SIGSTOP): it "
+                                  "repairs nothing and its DNS forwarder does not answer", f"kill -CONT {state.pid}")
+    if Path(state.config_dir) != ctx.config_dir:
+        return warn("supervisor", f"'{ctx.iface}' is run from another config dir: {state.config_dir}",
+                    f"check with --config-dir {shlex.quote(state.config_dir)}, or pass the right --interface")
+    return ok("supervisor", f"pid {state.pid} supervises '{ctx.iface}' ({state.backend} backend)")
+
+
+def check_interface(ctx: ServerContext) -> CheckResult:
+    if (missing := _needs_store("interface", ctx)) is not None:
+        return missing
+    iface = ctx.iface
+    if not ctx.link_exists:
+        evidence = f"interface '{iface}' does not exist"
+        state = ctx.state
+        if state is not None and pid_alive(state.pid) and _process_state(state.pid) in ("T", "t"):
+            return fail("interface", f"{evidence} and its supervisor (pid {state.pid}) is stopped, so it cannot "
+                                     "restart wireguard-go",
+                        f"kill -CONT {state.pid} (the supervisor then recreates it)")
+        if state is not None and pid_alive(state.pid):
+            return fail("interface", f"{evidence} while its supervisor (pid {state.pid}) runs",
+                        f"{ctx.cli('down')} && {ctx.cli('up')}")
+        return fail("interface", f"{evidence}: the gateway is not running", ctx.cli("up"))
+    device = ctx.device()
+    if device is None:
+        return fail("interface", f"'{iface}' exists but does not answer as a WireGuard device "
+                                 f"(wireguard-go's socket {link.socket_path(iface)} is gone?)",
+                    f"{ctx.cli('down')} && {ctx.cli('up')}")
+    info = ctx.host.links()[iface]
+    if "UP" not in info.get("flags", []):
+        return fail("interface", f"'{iface}' is administratively down", f"ip link set up dev {iface}")
+    present = {f"{a['local']}/{a['prefixlen']}" for entry in ctx.host.addresses() if entry.get("ifname") == iface
+               for a in entry.get("addr_info", []) if a.get("scope") != "link"}
+    missing_addresses = [str(a) for a in ctx.settings.server_addresses if str(a) not in present]
+    if missing_addresses:
+        adds = "; ".join(f"ip address add {a} dev {iface}" for a in missing_addresses)
+        return fail("interface", f"'{iface}' lacks its tunnel address {', '.join(missing_addresses)}", adds)
+    pid = ctx.host.userspace_pid(iface)
+    impl = f"wireguard-go pid {pid}" if pid else "kernel"
+    return ok("interface", f"'{iface}' is up ({impl}, port {device.listen_port}, "
+                           f"{plural(len(device.peers), 'peer')}, {', '.join(sorted(present))})")
+
+
+def _describe_drift(change, names: dict[str, str]) -> str:
+    if isinstance(change, SetInterface):
+        parts = []
+        if change.private_key is not None:
+            parts.append("the private key differs from the store's")
+        if change.listen_port is not None:
+            parts.append(f"the listen port is not {change.listen_port}")
+        return "device: " + " and ".join(parts)
+    if isinstance(change, AddPeer):
+        return f"{names.get(str(change.peer.public_key), change.peer.public_key)} missing from the device"
+    if isinstance(change, RemovePeer):
+        return f"unknown peer {change.public_key} on the device"
+    if isinstance(change, UpdatePeer):
+        fields = ", ".join(sorted(f.replace("_", " ") for f in change.fields))
+        return f"{names.get(str(change.peer.public_key), change.peer.public_key)} differs ({fields})"
+    return change.describe()
+
+
+def check_drift(ctx: ServerContext) -> CheckResult:
+    if (missing := _needs_device("drift", ctx)) is not None:
+        return missing
+    device = ctx.device()
+    desired = ctx.desired()
+    changes = diff_device(desired, device)
+    if not changes:
+        return ok("drift", f"the device matches the store ({plural(len(desired.peers), 'enabled peer')})")
+    names = ctx.peer_names()
+    shown = [_describe_drift(c, names) for c in changes]
+    return fail("drift", f"the device differs from the store: {listing(shown, 6)}",
+                f"{ctx.cli('apply')} (the supervisor does this within 2 s when it runs)",
+                Remedy("apply", {"config_dir": str(ctx.config_dir), "interface": ctx.iface}))
+
+
+def check_listen_port(ctx: ServerContext) -> CheckResult:
+    if (missing := _needs_device("listen_port", ctx)) is not None:
+        return missing
+    device = ctx.device()
+    assert device is not None  # noqa: S101 - _needs_device
+    wanted = ctx.settings.listen_port
+    forwarded = ctx.settings.advertised_port
+    note = f"; clients use port {forwarded} (forwarded to it)" if forwarded != wanted else ""
+    sockets = [s for s in ctx.host.udp_sockets() if s.port == wanted]
+    ours = ctx.host.userspace_pid(ctx.iface)
+    strangers = sorted({(name, pid) for s in sockets for name, pid in s.owners if pid != ours})
+    problems, fixes = [], []
+    if device.listen_port != wanted:
+        problems.append(f"'{ctx.iface}' listens on UDP {device.listen_port}, not the store's {wanted}")
+    if strangers:
+        who = ", ".join(f"'{name}' (pid {pid})" for name, pid in strangers)
+        problems.append(f"UDP {wanted} is bound by {who}: it takes the packets meant for WireGuard")
+        fixes.append(f"stop it (kill {' '.join(str(pid) for _, pid in strangers)}) or move WireGuard to a free "
+                     f"port ({ctx.cli('init')} --listen-port PORT)")
+    if device.listen_port != wanted:
+        fixes.append(ctx.cli("apply"))
+        return fail("listen_port", "; ".join(problems), "; then ".join(fixes),
+                    Remedy("apply", {"config_dir": str(ctx.config_dir), "interface": ctx.iface}))
+    if strangers:
+        return fail("listen_port", "; ".join(problems), fixes[0])
+    if not sockets:
+        return fail("listen_port", f"no socket is bound to UDP port {wanted} although '{ctx.iface}' reports it",
+                    f"{ctx.cli('down')} && {ctx.cli('up')}")
+    where = ", ".join(sorted({f"[{s.address}]" if ":" in s.address else s.address for s in sockets}))
+    owner = f"wireguard-go (pid {ours})" if ours else "the kernel"
+    return ok("listen_port", f"UDP {wanted} bound on {where} by {owner}{note}")
+
+
+def _our_table(ctx: ServerContext) -> frozenset[str]:
+    try:
+        return frozenset({firewall.table_name(ctx.iface)})
+    except BulwarkError:
+        return frozenset()
+
+
+def _endpoint_family(ctx: ServerContext) -> int:
+    host = ctx.settings.endpoint_host or ""
+    return 6 if ":" in host.strip("[]") else 4
+
+
+def _endpoint_address(ctx: ServerContext) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address clients send to, when SERVERURL is an IP literal (a name is not resolved here)."""
+    try:
+        return ipaddress.ip_address((ctx.settings.endpoint_host or "").strip("[]"))
+    except ValueError:
+        return None
+
+
+def _finding_text(finding: Finding) -> str:
+    handle = f" (handle {finding.handle})" if finding.handle is not None else ""
+    return f"{finding.where}: {finding.text}{handle}"
+
+
+def check_port_filter(ctx: ServerContext) -> CheckResult:
+    if (missing := _needs_store("port_filter", ctx)) is not None:
+        return missing
+    data = ctx.host.ruleset()
+    if data is None:
+        return skip("port_filter", "not checked: 'nft list ruleset' is not available")
+    ruleset = Ruleset(data)
+    port = ctx.settings.listen_port
+    primary = _endpoint_family(ctx)
+    certain: list[tuple[Finding, int]] = []
+    maybe: list[Finding] = []
+    target = _endpoint_address(ctx)
+    for family in (4, 6):
+        daddr = ipaddress.ip_network(target) if target is not None and target.version == family else None
+        packet = Packet(family=family, l4proto="udp", dport=port, ct_state="new", daddr=daddr)
+        verdicts = ruleset.evaluate(packet, ("prerouting", "input"), ("filter",), _our_table(ctx))
+        verdicts += ruleset.evaluate(packet, ("prerouting",), ("nat",), _our_table(ctx))
+        for verdict in verdicts:
+            if verdict.verdict == "drop" and verdict.finding is not None:
+                certain.append((verdict.finding, family))
+            maybe += [f for f in verdict.conditional if f not in maybe]
+            if verdict.verdict == "maybe" and verdict.finding is not None and verdict.finding not in maybe:
+                maybe.append(verdict.finding)
+    blocking = [f for f, family in certain if family == primary]
+    other = [f for f, family in certain if family != primary]
+    if blocking or other:
+        findings = blocking or other
+        fixes = "; ".join(dict.fromkeys(_port_fix(f, port) for f in findings))
+        evidence = (f"UDP port {port} is dropped or redirected before WireGuard sees it"
+                    f"{'' if blocking else ' (IPv' + str(6 if primary == 4 else 4) + ' clients only)'}: "
+                    + "; ".join(_finding_text(f) for f in findings))
+        return (fail if blocking else warn)("port_filter", evidence, fixes)
+    if maybe:
+        return warn("port_filter", f"UDP port {port} may be dropped for some clients: "
+                                   + "; ".join(_finding_text(f) for f in maybe[:3]),
+                    "check that these rules let your clients' addresses through to UDP " + str(port))
+    return ok("port_filter", f"no other table drops or redirects UDP {port} on its way in")
+
+
+def _port_fix(finding: Finding, port: int) -> str:
+    if finding.handle is not None:
+        return f"nft delete rule {finding.family} {finding.table} {shlex.quote(finding.chain)} handle {finding.handle}"
+    if finding.is_iptables:
+        tool = "iptables" if finding.family == "ip" else "ip6tables"
+        return f"{tool} -I {finding.chain} -p udp --dport {port} -j ACCEPT"
+    return f"nft insert rule {finding.family} {finding.table} {shlex.quote(finding.chain)} udp dport {port} accept"
+
+
+def check_forwarding(ctx: ServerContext) -> CheckResult:
+    if (missing := _needs_gateway("forwarding", ctx)) is not None:
+        return missing
+    six = ctx.settings.subnet6 is not None
+    names = ["net.ipv4.ip_forward"] + (["net.ipv6.conf.all.forwarding"] if six else [])
+    values = {name: ctx.host.sysctl(name) for name in names}
+    off = [name for name, value in values.items() if value != "1"]
+    shown = ", ".join(f"{name} = {value or '?'}" for name, value in values.items())
+    if off:
+        fix = "; ".join(f"sysctl -w {name}=1" for name in off)
+        return fail("forwarding", f"{shown}: peers reach the server but nothing behind it", fix,
+                    Remedy("forwarding", {"ipv6": six and "net.ipv6.conf.all.forwarding" in off,
+                                          "ipv4": "net.ipv4.ip_forward" in off}))
+    return ok("forwarding", shown)
+
+
+def _firewall_remedy(ctx: ServerContext, egress: str | None) -> Remedy:
+    settings = ctx.settings
+    subnets = [str(settings.subnet4)] + ([str(settings.subnet6)] if settings.subnet6 else [])
+    return Remedy("firewall", {"iface": ctx.iface, "egress": egress, "subnets": tuple(subnets),
+                               "listen_port": settings.listen_port, "dns": settings.peer_dns == "auto"})
+
+
+def _expected_egress(ctx: ServerContext) -> str | None:
+    if ctx.state is not None:
+        return ctx.state.egress
+    return ctx.settings.egress_interface or ctx.host.default_interface()
+
+
+def check_firewall(ctx: ServerContext) -> CheckResult:
+    if (missing := _needs_gateway("firewall", ctx)) is not None:
+        return missing
+    egress = _expected_egress(ctx)
+    remedy = _firewall_remedy(ctx, egress)
+    fix = f"bulwark doctor --fix --yes --config-dir {shlex.quote(str(ctx.config_dir))} (reinstalls it) or " \
+          f"{ctx.cli('down')} && {ctx.cli('up')}"
+    data = ctx.host.ruleset()
+    try:
+        backend = firewall.firewall_backend()
+    except BulwarkError as exc:
+        return fail("firewall", str(exc), "apt-get install -y nftables")
+    if backend == "iptables" or data is None:
+        present = firewall.firewall_present(ctx.host.runner, ctx.iface)
+        if not present:
+            return fail("firewall", f"Bulwark's iptables chains for '{ctx.iface}' are missing: no NAT", fix, remedy)
+        return ok("firewall", f"iptables chains {', '.join(firewall.chain_names(ctx.iface))} present")
+    table = firewall.table_name(ctx.iface)
+    ruleset = Ruleset(data)
+    chains = [key for key in ruleset.chains if key[:2] == ("inet", table)]
+    if not chains:
+        return fail("firewall", f"table inet {table} is missing: peers' traffic is not forwarded nor masqueraded"
+                                f"{' out of ' + egress if egress else ''}", fix, remedy)
+    if egress is not None:
+        nat = ruleset.rules.get(("inet", table, "postrouting"), [])
+        masquerading = any("masquerade" in str(rule.get("expr")) and f'"{egress}"' in _json_text(rule)
+                           for rule in nat)
+        if not masquerading:
+            return fail("firewall", f"table inet {table} does not masquerade out of '{egress}'", fix, remedy)
+    nat_note = f"NAT out of '{egress}'" if egress else "no NAT (no egress interface)"
+    return ok("firewall", f"table inet {table}: forward and input rules, {nat_note}")
+
+
+def _json_text(rule: dict) -> str:
+    return json.dumps(rule)
+
+
+def check_egress(ctx: ServerContext) -> CheckResult:
+    if (missing := _needs_store("egress", ctx)) is not None:
+        return missing
+    configured = ctx.settings.egress_interface
+    default = ctx.host.default_interface()
+    used = ctx.state.egress if ctx.state is not None else None
+    restart = f"{ctx.cli('down')} && {ctx.cli('up')}"
+    if ctx.state is not None and used is None:
+        return warn("egress", "the gateway came up without an egress interface (no default route): no NAT, "
+                              "peers reach only the server",
+                    f"{ctx.cli('init')} --egress-interface IFACE, then {restart}")
+    expected = used or configured or default
+    if expected is None:
+        return warn("egress", "no default route and no --egress-interface: peers will reach only the server",
+                    f"add a default route, or {ctx.cli('init')} --egress-interface IFACE")
+    info = ctx.host.links().get(expected)
+    if info is None:
+        return fail("egress", f"the egress interface '{expected}' does not exist", f"{ctx.cli('init')} "
+                              f"--egress-interface IFACE (an existing one), then {restart}")
+    if "UP" not in info.get("flags", []) or info.get("operstate") == "DOWN":
+        return fail("egress", f"the egress interface '{expected}' is down", f"ip link set up dev {expected}")
+    if configured is None and default is not None and default != expected:
+        return fail("egress", f"the default route now leaves via '{default}' but NAT masquerades out of '{expected}'",
+                    f"{restart} (or pin it: {ctx.cli('init')} --egress-interface {expected})")
+    route = "carries the default route" if expected == default else "set by --egress-interface"
+    return ok("egress", f"'{expected}' is up and {route}")
+
+
+def check_forward_policy(ctx: ServerContext) -> CheckResult:
+    if (missing := _needs_gateway("forward_policy", ctx)) is not None:
+        return missing
+    data = ctx.host.ruleset()
+    if data is None:
+        return skip("forward_policy", "not checked: 'nft list ruleset' is not available")
+    ruleset = Ruleset(data)
+    egress = _expected_egress(ctx)
+    blocked: list[tuple[Finding, str]] = []
+    maybe: list[Finding] = []
+    subnets: list[IPNetwork] = [ctx.settings.subnet4] + ([ctx.settings.subnet6] if ctx.settings.subnet6 else [])
+    for subnet in subnets:
+        out = Packet(family=subnet.version, iifname=ctx.iface, oifname=egress, ct_state="new", saddr=subnet)
+        back = Packet(family=subnet.version, iifname=egress, oifname=ctx.iface, ct_state="established", daddr=subnet)
+        for direction, packet in (("out", out), ("back", back)):
+            for verdict in ruleset.evaluate(packet, ("forward",), ("filter",), _our_table(ctx)):
+                _collect(verdict, direction, blocked, maybe)
+    target = f"'{egress}'" if egress else "the egress"
+    if blocked:
+        chains = list(dict.fromkeys(f for f, _ in blocked))
+        evidence = "; ".join(f"{_finding_text(f)} blocks {'peers -> ' + target if d == 'out' else 'replies to peers'}"
+                             for f, d in dict.fromkeys(blocked))
+        fix = "; ".join(_forward_fix(f, ctx.iface) for f in chains)
+        return fail("forward_policy", f"another table drops forwarded tunnel traffic (Bulwark's accepts cannot "
+                                      f"override it): {evidence}", fix)
+    if maybe:
+        return warn("forward_policy", "forwarded tunnel traffic may be dropped: "
+                                      + "; ".join(_finding_text(f) for f in maybe[:3]),
+                    f"make sure these rules accept iifname {ctx.iface} and replies to it")
+    return ok("forward_policy", f"no other table's forward chain blocks '{ctx.iface}' <-> {target}")
+
+
+def _collect(verdict: ChainVerdict, direction: str, blocked: list, maybe: list) -> None:
+    if verdict.verdict == "drop" and verdict.finding is not None:
+        blocked.append((verdict.finding, direction))
+    elif verdict.verdict == "maybe":
+        for finding in ([verdict.finding] if verdict.finding else []) + verdict.conditional:
+            if finding not in maybe:
+                maybe.append(finding)
+
+
+def _forward_fix(finding: Finding, iface: str) -> str:
+    if finding.is_iptables:
+        tool = "iptables" if finding.family == "ip" else "ip6tables"
+        return (f"{tool} -I {finding.chain} -i {iface} -j ACCEPT; "
+                f"{tool} -I {finding.chain} -o {iface} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
+    where = f"{finding.family} {finding.table} {shlex.quote(finding.chain)}"
+    return (f"nft insert rule {where} iifname \"{iface}\" accept; "
+            f"nft insert rule {where} oifname \"{iface}\" ct state established,related accept")
+
+
+def check_src_valid_mark(ctx: ServerContext) -> CheckResult:
+    marks = ctx.host.full_tunnel_marks()
+    if not marks:
+        return ok("src_valid_mark", "no full-tunnel WireGuard client (wg-quick fwmark rule) on this host")
+    value = ctx.host.sysctl("net.ipv4.conf.all.src_valid_mark")
+    tunnels = []
+    for mark, table in marks:
+        devices = {r.get("dev") for r in ctx.host.routes(4, table) + ctx.host.routes(6, table) if r.get("dev")}
+        tunnels.append(f"{'/'.join(sorted(devices)) or '?'} (fwmark {mark:#x}, table {table})")
+    evidence = f"full-tunnel client {', '.join(tunnels)} on this host; net.ipv4.conf.all.src_valid_mark = {value}"
+    if value == "1":
+        return ok("src_valid_mark", evidence)
+    return warn("src_valid_mark", f"{evidence}: with reverse-path filtering its encrypted replies are dropped",
+                "sysctl -w net.ipv4.conf.all.src_valid_mark=1 (docker: --sysctl net.ipv4.conf.all.src_valid_mark=1)",
+                Remedy("sysctl", {"values": (("net.ipv4.conf.all.src_valid_mark", "1"),)}))
+
+
+def check_dns(ctx: ServerContext) -> CheckResult:
+    if (missing := _needs_store("dns", ctx)) is not None:
+        return missing
+    peer_dns = ctx.settings.peer_dns
+    if peer_dns != "auto":
+        what = f"clients use {peer_dns}" if peer_dns else "clients get no DNS server"
+        return skip("dns", f"PEERDNS is not auto ({what}): Bulwark runs no forwarder")
+    if (missing := _needs_device("dns", ctx)) is not None:
+        return missing
+    listen = [str(a.ip) for a in ctx.settings.server_addresses]
+    where = ", ".join(a + ":53" for a in listen)
+    state = ctx.state
+    if state is not None and pid_alive(state.pid) and _process_state(state.pid) in ("T", "t"):
+        # The forwarder is a thread of the supervisor: no need to wait for a query to time out.
+        return fail("dns", f"no DNS answer can come from {where}: the forwarder's process, the supervisor (pid "
+                           f"{state.pid}), is stopped", f"kill -CONT {state.pid}")
+    # The forwarder answers SERVFAIL only after trying each upstream (2 s each): wait for that, not less.
+    upstreams = dns.read_system_resolvers(exclude=listen)
+    timeout = min(DNS_PROBE_CAP, 2.0 * max(1, len(upstreams)) + 0.5)
+    silent = [address for address in listen if not dns.probe(address, timeout=timeout)]
+    if not silent:
+        return ok("dns", f"the forwarder answers on {where}")
+    evidence = f"no DNS answer from {', '.join(a + ':53' for a in silent)} in {timeout:g} s"
+    owners = {f"'{name}' (pid {pid})" for s in ctx.host.udp_sockets() if s.port == 53 and s.address in silent
+              for name, pid in s.owners if state is None or pid != state.pid}
+    if owners:
+        return fail("dns", f"{evidence}; port 53 there is held by {', '.join(sorted(owners))}",
+                    "stop that resolver or bind it to its own addresses only (dnsmasq: bind-interfaces), then "
+                    f"{ctx.cli('down')} && {ctx.cli('up')}")
+    return fail("dns", evidence, f"{ctx.cli('down')} && {ctx.cli('up')} (or set PEERDNS to a resolver: "
+                                 f"{ctx.cli('init')} --peer-dns 1.1.1.1)")
+
+
+def _ago(seconds: float) -> str:
+    return f"{int(seconds)} s ago" if seconds < 120 else f"{int(seconds // 60)} min ago"
+
+
+def check_handshakes(ctx: ServerContext) -> CheckResult:
+    if (missing := _needs_device("handshakes", ctx)) is not None:
+        return missing
+    device = ctx.device()
+    assert device is not None  # noqa: S101 - _needs_device
+    enabled = [p for p in ctx.store.peers if p.enabled]
+    never, unfinished, stale = [], [], []
+    for peer in enabled:
+        live = device.peers.get(peer.public_key)
+        if live is None:
+            continue  # not on the device: the drift check reports it
+        if live.latest_handshake == 0:
+            if live.endpoint and live.rx_bytes > 0:
+                unfinished.append(f"{peer.name} (from {live.endpoint})")
+            else:
+                never.append(peer.name)
+        elif ctx.now - live.latest_handshake > ONLINE_WINDOW:
+            stale.append(f"{peer.name} ({_ago(ctx.now - live.latest_handshake)})")
+    if not (never or unfinished or stale):
+        return ok("handshakes", f"{plural(len(enabled), 'enabled peer')}, all with a handshake in the last "
+                                f"{ONLINE_WINDOW // 60} min")
+    parts, fixes = [], []
+    if unfinished:
+        parts.append(f"handshake initiations received but never completed: {listing(unfinished)}: the client's "
+                     "PresharedKey does not match (or the server's responses do not reach it)")
+        fixes.append("give the client its current config (PresharedKey): " + ctx.cli("peer show NAME"))
+    if never:
+        parts.append(f"never completed a handshake: {listing(never)}: no valid initiation arrived (client not "
+                     "started, wrong PrivateKey or server PublicKey, Endpoint wrong, UDP port blocked or not "
+                     "forwarded)")
+        fixes.append("on the client: bulwark doctor --peer-config FILE (sends a real handshake)")
+    if stale:
+        parts.append(f"last handshake older than {ONLINE_WINDOW // 60} min: {listing(stale)}: the client stopped "
+                     "or UDP stopped passing")
+        fixes.append("check the client runs; PersistentKeepalive = 25 keeps NAT mappings open")
+    return warn("handshakes", "; ".join(parts), "; ".join(fixes))
+
+
+def _config_endpoints(config_dir: Path) -> dict[str, list[str]]:
+    """Endpoint value -> the peer config files that carry it (rendered peer_*/peer*.conf)."""
+    found: dict[str, list[str]] = {}
+    for entry in os.scandir(config_dir):
+        if not (entry.is_dir() and entry.name.startswith("peer")):
+            continue
+        conf = Path(entry.path) / f"{entry.name}.conf"
+        try:
+            text = conf.read_text()
+        except OSError:
+            continue
+        for value in _ENDPOINT_LINE.findall(text):
+            found.setdefault(value, []).append(entry.name)
+    return found
+
+
+def check_endpoint(ctx: ServerContext) -> CheckResult:
+    if (missing := _needs_store("endpoint", ctx)) is not None:
+        return missing
+    settings = ctx.settings
+    fix = (f"{ctx.cli('init')} --server-url PUBLIC_HOST (clients on this very host only: "
+           f"bulwark peer show NAME --endpoint 127.0.0.1:{settings.listen_port})")
+    host = settings.endpoint_host
+    if host is None:
+        return warn("endpoint", "the server's public address is unknown: client configs have no Endpoint", fix)
+    from bulwark_vpn.render.wgquick import format_endpoint
+
+    expected = format_endpoint(host, settings.advertised_port)
+    endpoints = _config_endpoints(ctx.config_dir) if ctx.config_dir.is_dir() else {}
+    values = [expected] + [v for v in endpoints if v != expected]
+    device = ctx.device() if ctx.link_exists else None
+    remote = sorted({p.endpoint for p in (device.peers.values() if device else []) if p.endpoint
+                     and address_kind(ipaddress.ip_address(p.endpoint.rpartition(":")[0].strip("[]"))) == "public"})
+    problems = []
+    for value in values:
+        where = "SERVERURL" if value == expected else f"{listing(endpoints[value], 3)}.conf"
+        problem = _endpoint_problem(value, remote)
+        if problem:
+            problems.append(f"{where}: Endpoint {value} {problem}")
+    stray = [v for v in endpoints if v != expected]
+    if problems:
+        return warn("endpoint", "; ".join(problems), fix)
+    if stray:
+        return warn("endpoint", f"peer configs carry another Endpoint than the server's {expected}: "
+                                + "; ".join(f"{v} in {listing(endpoints[v], 3)}" for v in stray),
+                    f"re-render them: {ctx.cli('init')} --server-url {host}")
+    return ok("endpoint", f"clients use Endpoint {expected}")
+
+
+def _endpoint_problem(value: str, remote: list[str]) -> str | None:
+    from bulwark_vpn.render.wgquick import parse_endpoint
+
+    try:
+        host, port = parse_endpoint(value)
+        addresses = resolve(host, port)
+    except (BulwarkError, OSError) as exc:
+        return f"does not resolve ({exc})"
+    kinds = {address_kind(a) for a in addresses}
+    if "unspecified" in kinds:
+        return "is the unspecified address: a client on another host sends to itself (the SERVERURL=0.0.0.0 trap)"
+    if "loopback" in kinds:
+        return "is a loopback address: only a client on this very host can use it"
+    if kinds == {"private"} and remote:
+        return (f"is a private address, but clients connect from public addresses ({listing(remote, 2)}): "
+                "clients outside this network cannot reach it")
+    return None
+
+
+def check_subnet_conflict(ctx: ServerContext) -> CheckResult:
+    if (missing := _needs_store("subnet_conflict", ctx)) is not None:
+        return missing
+    subnets: list[IPNetwork] = [ctx.settings.subnet4] + ([ctx.settings.subnet6] if ctx.settings.subnet6 else [])
+    hard: list[tuple[str, str]] = []  # (evidence, fix)
+    soft: list[str] = []
+    flagged_devs: set[str] = set()
+    for entry in ctx.host.addresses():
+        dev = entry.get("ifname")
+        if dev == ctx.iface:
+            continue
+        for info in entry.get("addr_info", []):
+            net = ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}").network
+            if any(net.version == s.version and net.overlaps(s) for s in subnets):
+                hard.append((f"address {info['local']}/{info['prefixlen']} on '{dev}'",
+                             f"ip address del {info['local']}/{info['prefixlen']} dev {dev}"))
+                flagged_devs.add(str(dev))
+    for family in {s.version for s in subnets}:
+        for route in ctx.host.routes(family):
+            if route.get("dev") == ctx.iface or route.get("dst") in (None, "default"):
+                continue
+            net = ipaddress.ip_network(route["dst"], strict=False)
+            for subnet in subnets:
+                if net.version != subnet.version or not net.overlaps(subnet):
+                    continue
+                text = _route_text(route)
+                if route.get("protocol") == "kernel" and route.get("dev") in flagged_devs:
+                    continue  # the prefix route of an address already reported
+                if net.prefixlen >= subnet.prefixlen:
+                    hard.append((f"route {text}", f"ip route del {text}"))
+                else:
+                    soft.append(f"route {text} contains {subnet}")
+    shown = ", ".join(str(s) for s in subnets)
+    if hard:
+        evidence = "; ".join(dict.fromkeys(e for e, _ in hard))
+        fixes = "; ".join(dict.fromkeys(f for _, f in hard))
+        return fail("subnet_conflict", f"the tunnel subnet {shown} collides with {evidence}: traffic to peers goes "
+                                       "there instead of the tunnel",
+                    f"{fixes} (or move the tunnel: {ctx.cli('init')} --subnet ANOTHER/24 before adding peers)")
+    if soft:
+        return warn("subnet_conflict", f"{'; '.join(soft)}: hosts of that network inside {shown} are unreachable "
+                                       "from the server", "pick a tunnel subnet outside your networks")
+    return ok("subnet_conflict", f"no other address or route overlaps {shown}")
+
+
+def _route_text(route: dict) -> str:
+    parts = [str(route["dst"])]
+    if route.get("gateway"):
+        parts.append(f"via {route['gateway']}")
+    if route.get("dev"):
+        parts.append(f"dev {route['dev']}")
+    return " ".join(parts)
+
+
+def check_mtu(ctx: ServerContext) -> CheckResult:
+    if (missing := _needs_store("mtu", ctx)) is not None:
+        return missing
+    wg_mtu = ctx.host.mtu(ctx.iface) if ctx.link_exists else None
+    wg_mtu = wg_mtu or ctx.settings.mtu or DEFAULT_MTU
+    device = ctx.device() if ctx.link_exists else None
+    six = _endpoint_family(ctx) == 6 or any(p.endpoint and p.endpoint.startswith("[")
+                                            for p in (device.peers.values() if device else []))
+    overhead = OVERHEAD6 if six else OVERHEAD4
+    paths: dict[str, str] = {}
+    egress = _expected_egress(ctx)
+    if egress:
+        paths[egress] = "egress"
+    for endpoint in sorted({p.endpoint for p in (device.peers.values() if device else []) if p.endpoint})[:5]:
+        route = ctx.host.route_get(endpoint.rpartition(":")[0].strip("[]"))
+        if route and route.get("dev") and route["dev"] not in paths:
+            paths[route["dev"]] = f"toward {endpoint}"
+    if not paths:
+        return skip("mtu", "not checked: no egress interface and no peer endpoint to compare with")
+    small = [(dev, mtu, why) for dev, why in paths.items() if (mtu := ctx.host.mtu(dev)) and wg_mtu + overhead > mtu]
+    if not small:
+        shown = ", ".join(f"'{d}' {ctx.host.mtu(d)}" for d in paths)
+        return ok("mtu", f"'{ctx.iface}' MTU {wg_mtu} + {overhead} fits {shown}")
+    dev, mtu, why = min(small, key=lambda item: item[1])
+    fitting = mtu - OVERHEAD6
+    evidence = (f"'{ctx.iface}' MTU {wg_mtu} + {overhead} bytes of WireGuard/IPv{6 if six else 4} overhead = "
+                f"{wg_mtu + overhead} > {mtu} on '{dev}' ({why}): full-size packets are fragmented or dropped")
+    if fitting >= 1280:
+        fix = f"{ctx.cli('init')} --mtu {fitting}, then give clients their new config (bulwark peer show NAME)"
+    else:
+        fix = f"ip link set dev {dev} mtu {wg_mtu + OVERHEAD6} (the tunnel MTU cannot go below 1280)"
+    return warn("mtu", evidence, fix)
+
+
+SERVER_CHECKS: tuple[tuple[str, Check], ...] = (
+    ("store", check_store),
+    ("permissions", check_permissions),
+    ("backend", check_backend),
+    ("tun_device", check_tun),
+    ("supervisor", check_supervisor),
+    ("interface", check_interface),
+    ("drift", check_drift),
+    ("listen_port", check_listen_port),
+    ("port_filter", check_port_filter),
+    ("forwarding", check_forwarding),
+    ("firewall", check_firewall),
+    ("egress", check_egress),
+    ("forward_policy", check_forward_policy),
+    ("src_valid_mark", check_src_valid_mark),
+    ("dns", check_dns),
+    ("handshakes", check_handshakes),
+    ("endpoint", check_endpoint),
+    ("subnet_conflict", check_subnet_conflict),
+    ("mtu", check_mtu),
+)
+
+
+def _guarded(name: str, check: Callable[[Any], CheckResult], ctx: Any) -> CheckResult:
+    try:
+        return check(ctx)
+    except (BulwarkError, OSError, ValueError, KeyError) as exc:
+        LOGGER.debug("doctor: check %s failed", name, exc_info=True)
+        return CheckResult(name, Status.WARN, f"could not run this check: {exc}", "run it again with --debug")
+
+
+def run_checks(ctx: Ctx, checks: Sequence[tuple[str, Callable[[Ctx], CheckResult]]],
+               workers: int = 8) -> list[CheckResult]:
+    """Run `checks` against `ctx` concurrently; results in the order of `checks`."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="doctor") as pool:
+        futures = [pool.submit(_guarded, name, check, ctx) for name, check in checks]
+        return [future.result() for future in futures]
+
+
+def run_server_checks(config_dir: Path, *, interface: str | None = None, runner: Runner | None = None,
+                      now: float | None = None) -> list[CheckResult]:
+    """Every server check for the gateway of `config_dir` (interface: the store's unless given)."""
+    ctx = ServerContext.load(config_dir, interface, runner, now)
+    return run_checks(ctx, SERVER_CHECKS)
