@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import subprocess
 import time
 
@@ -130,7 +131,7 @@ def test_killed_wireguard_go_with_stopped_supervisor_is_interface_down(lab: Lab)
         assert report.status("supervisor") == "fail" and "stopped" in report["supervisor"]["evidence"]
         assert report.status("drift") == "skip" and report.status("handshakes") == "skip"
     # The fix the doctor gave: the supervisor, running again, restarts wireguard-go.
-    lab.wait_for(lambda: client.ping("10.13.13.1", timeout=1), 10)
+    lab.wait_for(lambda: client.ping("10.13.13.1", timeout=1), 20)
     assert doctor(lab).status("interface") == "ok"
 
 
@@ -281,7 +282,12 @@ def test_file_permissions_are_fixed_and_a_corrupt_store_is_reported(lab: Lab):
     assert "peer_alice 0755 (want 0700)" in check["evidence"] and "bulwark.db 0644 (want 0600)" in check["evidence"]
     assert report.status("store") == "ok"  # read-only: the doctor itself did not chmod the store
 
-    doctor(lab, "--fix", "--yes")
+    # On a terminal the doctor asks first: "n" changes nothing, "y" applies the fix.
+    refused = _doctor_fix_on_a_terminal(lab, "n\n")
+    assert "apply these fixes? [y/N]" in refused and "bulwark: nothing changed" in refused
+    assert key.stat().st_mode & 0o777 == 0o644
+    accepted = _doctor_fix_on_a_terminal(lab, "y\n")
+    assert "fix permissions: done" in accepted
     assert key.stat().st_mode & 0o777 == 0o600
     assert (lab.config / "peer_alice").stat().st_mode & 0o777 == 0o700
     assert (lab.config / "bulwark.db").stat().st_mode & 0o777 == 0o600
@@ -294,6 +300,20 @@ def test_file_permissions_are_fixed_and_a_corrupt_store_is_reported(lab: Lab):
     store = next(c for c in json.loads(result.stdout) if c["name"] == "store")
     assert result.returncode == 1 and store["status"] == "fail"
     assert "restore" in store["fix"]
+
+
+def _doctor_fix_on_a_terminal(lab: Lab, answer: str) -> str:
+    """`bulwark doctor --fix` with a pseudo-terminal as stdin, answering `answer`; its stderr."""
+    main, child = os.openpty()
+    try:
+        proc = subprocess.Popen(["ip", "netns", "exec", lab.server.name, *BULWARK, "doctor", "--fix", "--config-dir",
+                                 str(lab.config)], stdin=child, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=clean_env(), text=True)
+        os.close(child)
+        os.write(main, answer.encode())
+        return proc.communicate(timeout=60)[1]
+    finally:
+        os.close(main)
 
 
 def test_no_backend_and_no_tun_device(lab: Lab):

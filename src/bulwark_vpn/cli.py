@@ -332,8 +332,8 @@ def doctor(config_dir, interface, peer_config, fix, yes, as_json) -> None:
         click.echo(view.render_plan(fixable), err=True, nl=False)
         if yes or (sys.stdin.isatty() and click.confirm("apply these fixes?", err=True)):
             return True
-        if not sys.stdin.isatty():
-            click.echo("bulwark: not a terminal and no --yes: nothing changed (add --yes to apply)", err=True)
+        reason = "" if sys.stdin.isatty() else "not a terminal and no --yes: "
+        click.echo(f"bulwark: {reason}nothing changed (--yes applies them)", err=True)
         return False
 
     report = service.run_doctor(config_dir, interface=interface, peer_config=peer_config, fix=fix, confirm=confirm)
@@ -343,6 +343,8 @@ def doctor(config_dir, interface, peer_config, fix, yes, as_json) -> None:
         _echo_json(view.results_json(report.final))
     elif not shown or report.fixes:
         click.echo(view.render_results(report.final), nl=False)
+    if fix and not report.fixes and not report.declined and any(r.status in ("warn", "fail") for r in report.checks):
+        click.echo("bulwark: none of these can be fixed by doctor --fix: see the fix lines", err=True)
     if report.failed:
         sys.exit(ExitCode.FAILURE)
 

@@ -32,6 +32,7 @@ from bulwark_vpn.doctor.nftrules import ChainVerdict, Finding, Packet, Ruleset
 from bulwark_vpn.errors import BulwarkError
 from bulwark_vpn.fsutil import PRIVATE_DIR, PRIVATE_FILE
 from bulwark_vpn.model import IPNetwork
+from bulwark_vpn.render.wgquick import format_endpoint, parse_endpoint
 from bulwark_vpn.store import STORE_NAME
 
 LOGGER = logging.getLogger("bulwark_vpn")
@@ -185,7 +186,7 @@ def check_supervisor(ctx: ServerContext) -> CheckResult:
     if _process_state(state.pid) in ("T", "t"):
         return fail("supervisor", f"the supervisor of '{ctx.iface}' (pid {state.pid}) is stopped (SIGSTOP): it "
                                   "repairs nothing and its DNS forwarder does not answer", f"kill -CONT {state.pid}")
-    if Path(state.config_dir) != ctx.config_dir:
+    if Path(state.config_dir).resolve() != ctx.config_dir.resolve():
         return warn("supervisor", f"'{ctx.iface}' is run from another config dir: {state.config_dir}",
                     f"check with --config-dir {shlex.quote(state.config_dir)}, or pass the right --interface")
     return ok("supervisor", f"pid {state.pid} supervises '{ctx.iface}' ({state.backend} backend)")
@@ -537,7 +538,7 @@ def check_dns(ctx: ServerContext) -> CheckResult:
     if (missing := _needs_device("dns", ctx)) is not None:
         return missing
     listen = [str(a.ip) for a in ctx.settings.server_addresses]
-    where = ", ".join(a + ":53" for a in listen)
+    where = ", ".join(_host_port(a, 53) for a in listen)
     state = ctx.state
     if state is not None and pid_alive(state.pid) and _process_state(state.pid) in ("T", "t"):
         # The forwarder is a thread of the supervisor: no need to wait for a query to time out.
@@ -549,7 +550,7 @@ def check_dns(ctx: ServerContext) -> CheckResult:
     silent = [address for address in listen if not dns.probe(address, timeout=timeout)]
     if not silent:
         return ok("dns", f"the forwarder answers on {where}")
-    evidence = f"no DNS answer from {', '.join(a + ':53' for a in silent)} in {timeout:g} s"
+    evidence = f"no DNS answer from {', '.join(_host_port(a, 53) for a in silent)} in {timeout:g} s"
     owners = {f"'{name}' (pid {pid})" for s in ctx.host.udp_sockets() if s.port == 53 and s.address in silent
               for name, pid in s.owners if state is None or pid != state.pid}
     if owners:
@@ -558,6 +559,10 @@ def check_dns(ctx: ServerContext) -> CheckResult:
                     f"{ctx.cli('down')} && {ctx.cli('up')}")
     return fail("dns", evidence, f"{ctx.cli('down')} && {ctx.cli('up')} (or set PEERDNS to a resolver: "
                                  f"{ctx.cli('init')} --peer-dns 1.1.1.1)")
+
+
+def _host_port(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def _ago(seconds: float) -> str:
@@ -627,8 +632,6 @@ def check_endpoint(ctx: ServerContext) -> CheckResult:
     host = settings.endpoint_host
     if host is None:
         return warn("endpoint", "the server's public address is unknown: client configs have no Endpoint", fix)
-    from bulwark_vpn.render.wgquick import format_endpoint
-
     expected = format_endpoint(host, settings.advertised_port)
     endpoints = _config_endpoints(ctx.config_dir) if ctx.config_dir.is_dir() else {}
     values = [expected] + [v for v in endpoints if v != expected]
@@ -652,8 +655,6 @@ def check_endpoint(ctx: ServerContext) -> CheckResult:
 
 
 def _endpoint_problem(value: str, remote: list[str]) -> str | None:
-    from bulwark_vpn.render.wgquick import parse_endpoint
-
     try:
         host, port = parse_endpoint(value)
         addresses = resolve(host, port)
@@ -784,7 +785,7 @@ SERVER_CHECKS: tuple[tuple[str, Check], ...] = (
 def _guarded(name: str, check: Callable[[Any], CheckResult], ctx: Any) -> CheckResult:
     try:
         return check(ctx)
-    except (BulwarkError, OSError, ValueError, KeyError) as exc:
+    except Exception as exc:  # one check that cannot run must not take the others down
         LOGGER.debug("doctor: check %s failed", name, exc_info=True)
         return CheckResult(name, Status.WARN, f"could not run this check: {exc}", "run it again with --debug")
 

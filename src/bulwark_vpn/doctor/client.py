@@ -82,15 +82,7 @@ class ClientContext:
 
     def tunnel_interfaces(self) -> list[str]:
         """Local WireGuard interfaces that run this config (same public key): the tunnel is up there."""
-        public = str(self.config.interface.private_key.public_key())
-        found = []
-        for name, info in self.host.links().items():
-            if info.get("linkinfo", {}).get("info_kind") not in ("wireguard", "tun"):
-                continue
-            result = self.host.runner.run(["wg", "show", name, "public-key"], check=False, quiet=True)
-            if result.returncode == 0 and result.stdout.decode().strip() == public:
-                found.append(name)
-        return found
+        return self.host.interfaces_with_key(str(self.config.interface.private_key.public_key()))
 
 
 def check_permissions(ctx: ClientContext) -> CheckResult:
@@ -217,7 +209,7 @@ def check_allowed_ips(ctx: ClientContext) -> CheckResult:
         for rnet, route in routes:
             if rnet.version != net.version or not rnet.overlaps(net):
                 continue
-            if any(e in rnet for e in endpoint_ips if e.version == rnet.version) and rnet.prefixlen >= net.prefixlen:
+            if any(e in rnet for e in endpoint_ips if e.version == rnet.version) and rnet.prefixlen > net.prefixlen:
                 continue  # the route that carries the tunnel to its Endpoint
             where = f"{rnet} dev {route.get('dev')}"
             if rnet == net:

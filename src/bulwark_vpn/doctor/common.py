@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import ipaddress
 import socket
+import threading
 from collections.abc import Sequence
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -35,17 +35,25 @@ def resolve(host: str, port: int, timeout: float = RESOLVE_TIMEOUT) -> list[IPAd
         return [ipaddress.ip_address(bare)]
     except ValueError:
         pass
-    # getaddrinfo has no timeout of its own: a dead resolver must not hang the doctor.
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    future = pool.submit(socket.getaddrinfo, bare, port, 0, socket.SOCK_DGRAM)
-    try:
-        infos = future.result(timeout)
-    except concurrent.futures.TimeoutError:
-        raise OSError(f"no answer from the resolver in {timeout:g} s") from None
-    except socket.gaierror as exc:
-        raise OSError(exc.strerror or str(exc)) from None
-    finally:
-        pool.shutdown(wait=False)
+    # getaddrinfo has no timeout of its own: a dead resolver must not hang the doctor (nor its exit: a daemon
+    # thread, not an executor, whose threads are joined at exit).
+    answer: list = []
+
+    def lookup() -> None:
+        try:
+            answer.append(socket.getaddrinfo(bare, port, 0, socket.SOCK_DGRAM))
+        except OSError as exc:
+            answer.append(exc)
+
+    worker = threading.Thread(target=lookup, name="doctor-resolve", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if not answer:
+        raise OSError(f"no answer from the resolver in {timeout:g} s")
+    if isinstance(answer[0], OSError):
+        exc = answer[0]
+        raise OSError(getattr(exc, "strerror", None) or str(exc))
+    infos = answer[0]
     found: list[IPAddress] = []
     for info in infos:
         address = ipaddress.ip_address(str(info[4][0]).split("%")[0])

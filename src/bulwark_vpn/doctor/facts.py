@@ -196,6 +196,19 @@ class HostFacts:
         """The wireguard-go process serving `iface` in this namespace (None for the kernel, or none)."""
         return self._once(("userspace_pid", iface), lambda: link.userspace_pid(iface, self.runner.netns))
 
+    def interfaces_with_key(self, public_key: str) -> list[str]:
+        """The local WireGuard interfaces whose public key is `public_key`."""
+        def find() -> list[str]:
+            found = []
+            for name, info in self.links().items():
+                if info.get("linkinfo", {}).get("info_kind") not in ("wireguard", "tun"):
+                    continue
+                result = self.runner.run(["wg", "show", name, "public-key"], check=False, quiet=True)
+                if result.returncode == 0 and result.stdout.decode().strip() == public_key:
+                    found.append(name)
+            return found
+        return self._once(("with_key", public_key), find)
+
     def is_wireguard(self, iface: str) -> bool:
         """True if `iface` is a WireGuard interface (kernel link, or wireguard-go's TUN answering `wg show`)."""
         link = self.links().get(iface, {})
@@ -226,7 +239,7 @@ def read_store(config_dir: Path) -> StoreView:
     if not path.exists():
         return StoreView(problem="missing")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=5)
     except sqlite3.Error as exc:
         return StoreView(problem=f"cannot open: {exc}")
     try:
