@@ -402,34 +402,26 @@ def check_firewall(ctx: ServerContext) -> CheckResult:
     remedy = _firewall_remedy(ctx, egress)
     fix = f"bulwark doctor --fix --yes --config-dir {shlex.quote(str(ctx.config_dir))} (reinstalls it) or " \
           f"{ctx.cli('down')} && {ctx.cli('up')}"
-    data = ctx.host.ruleset()
     try:
         backend = firewall.firewall_backend()
+        present = firewall.firewall_present(ctx.host.runner, ctx.iface)
     except BulwarkError as exc:
         return fail("firewall", str(exc), "apt-get install -y nftables")
-    if backend == "iptables" or data is None:
-        present = firewall.firewall_present(ctx.host.runner, ctx.iface)
+    if backend == "iptables":
         if not present:
             return fail("firewall", f"Bulwark's iptables chains for '{ctx.iface}' are missing: no NAT", fix, remedy)
         return ok("firewall", f"iptables chains {', '.join(firewall.chain_names(ctx.iface))} present")
     table = firewall.table_name(ctx.iface)
-    ruleset = Ruleset(data)
-    chains = [key for key in ruleset.chains if key[:2] == ("inet", table)]
-    if not chains:
+    if not present:
         return fail("firewall", f"table inet {table} is missing: peers' traffic is not forwarded nor masqueraded"
                                 f"{' out of ' + egress if egress else ''}", fix, remedy)
-    if egress is not None:
-        nat = ruleset.rules.get(("inet", table, "postrouting"), [])
-        masquerading = any("masquerade" in str(rule.get("expr")) and f'"{egress}"' in _json_text(rule)
-                           for rule in nat)
-        if not masquerading:
+    data = ctx.host.ruleset()
+    if egress is not None and data is not None:
+        nat = Ruleset(data).rules.get(("inet", table, "postrouting"), [])
+        if not any("masquerade" in json.dumps(rule) and f'"{egress}"' in json.dumps(rule) for rule in nat):
             return fail("firewall", f"table inet {table} does not masquerade out of '{egress}'", fix, remedy)
     nat_note = f"NAT out of '{egress}'" if egress else "no NAT (no egress interface)"
     return ok("firewall", f"table inet {table}: forward and input rules, {nat_note}")
-
-
-def _json_text(rule: dict) -> str:
-    return json.dumps(rule)
 
 
 def check_egress(ctx: ServerContext) -> CheckResult:

@@ -128,14 +128,15 @@ def check_handshake(ctx: ClientContext) -> CheckResult:
         # up, do not: a confirmed probe session would replace the live one on the server.
         confirm=not active, fwmark=marks[0][0] if marks else None,
     )
-    if active and outcome.verdict == "ok":
-        _reclaim_endpoint(ctx)
+    if active and outcome.verdict in ("ok", "psk_mismatch"):
+        _reclaim_endpoint(ctx)  # the server consumed our initiation
     where = f"{ctx.peer.endpoint} ({address[0]})" if ctx.endpoint and ctx.endpoint[0] != address[0] else \
         ctx.peer.endpoint
     reexport = "on the server: bulwark peer show NAME > FILE (the current keys)"
     if outcome.verdict == "ok":
+        rtt = f"{outcome.rtt_ms:.1f} ms" if outcome.rtt_ms is not None else "?"
         return ok("handshake", f"{where} answered a handshake initiation made with this config's keys and its "
-                               f"response verified ({outcome.detail.split(' in ')[-1]}): the server knows this peer")
+                               f"response verified ({rtt}): the server knows this peer")
     if outcome.verdict == "psk_mismatch":
         return fail("handshake", f"{where} answered, so it knows this peer's public key, but its response does not "
                                  "decrypt: the PresharedKey in this config is not the server's",
