@@ -250,3 +250,16 @@ def test_live_churn_loses_no_packet_and_keeps_the_session(lab: Lab):
     handshake_after = client.run(["wg", "show", iface, "latest-handshakes"]).stdout.decode().split()[1]
     assert handshake_after == handshake_before  # never re-handshaken because of the changes
     print(f"churn: {ops} ops in {float(seconds):.1f} s; ping: {summary}")
+
+
+def test_connected_peer_removed_by_hand_comes_back_with_its_session(lab: Lab):
+    lab.init("--peers", "alice")
+    lab.up()
+    client, _ = lab.connect("alice", allowed_ips="10.13.13.0/24")
+    assert client.ping("10.13.13.1")
+    time.sleep(2.5)  # one drift pass has seen where alice is
+    alice = json.loads(lab.bulwark("peer", "list", "--json").stdout)[0]["public_key"]
+    lab.server.run(["wg", "set", lab.iface, "peer", alice, "remove"])
+    start = time.monotonic()
+    lab.wait_for(lambda: client.ping("10.13.13.1", count=1, timeout=1), 5.0, interval=0.01)
+    assert time.monotonic() - start <= 5.0  # not the ~15 s a client needs to re-handshake on its own

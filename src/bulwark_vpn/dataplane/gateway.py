@@ -300,6 +300,8 @@ class Gateway:
             for change in changes:
                 self.log(f"[#] sync: {change.describe()}")
             apply_changes(self.runner, self.iface, changes)
+            # A peer put back after being removed by hand lost its session: reconnect it now.
+            self._reconnect_peers({c.peer.public_key for c in changes if isinstance(c, AddPeer)})
         netcfg.ensure_routes(self.runner, self.iface, extra_routes(self._peers))
         return changes
 
@@ -318,19 +320,23 @@ class Gateway:
         self._configure_link()
 
     def _remember_endpoints(self, live: wg.DeviceState) -> None:
+        """Where online peers are; a wanted peer missing from the device keeps its last known endpoint."""
         recent = time.time() - ONLINE_WINDOW
-        self._endpoints = {
+        seen = {
             key: peer.endpoint for key, peer in live.peers.items() if peer.endpoint and peer.latest_handshake > recent
         }
+        wanted = self._desired.peers if self._desired is not None else {}
+        missing = {k: v for k, v in self._endpoints.items() if k not in live.peers and k in wanted}
+        self._endpoints = {**missing, **seen}
 
-    def _reconnect_peers(self) -> None:
-        """After a restart the new device has no sessions and does not know where clients are; clients only
-        re-handshake after ~15 s of silence. Restore their endpoints and send one packet toward each: that
-        makes the server initiate the handshake now."""
+    def _reconnect_peers(self, only: set[PublicKey] | None = None) -> None:
+        """A new or re-added device peer has no session and the server does not know where the client is;
+        the client only re-handshakes after ~15 s of silence. Restore its endpoint and send one packet
+        toward it: that makes the server initiate the handshake now."""
         by_key = {p.public_key: p for p in self._peers if p.enabled}
         for key, endpoint in self._endpoints.items():
             peer = by_key.get(key)
-            if peer is None:
+            if peer is None or (only is not None and key not in only):
                 continue
             self.runner.run(["wg", "set", self.iface, "peer", str(key), "endpoint", endpoint], check=False)
             _poke(peer.address4)
