@@ -49,6 +49,7 @@ up: deps-run venv
 
 test: deps-test venv checkov
 	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q
 
 lint: venv

@@ -510,7 +510,7 @@ def check_src_valid_mark(ctx: ServerContext) -> CheckResult:
     value = ctx.host.sysctl("net.ipv4.conf.all.src_valid_mark")
     tunnels = []
     for mark, table in marks:
-        devices = {r.get("dev") for r in ctx.host.routes(4, table) + ctx.host.routes(6, table) if r.get("dev")}
+        devices = {str(r["dev"]) for r in ctx.host.routes(4, table) + ctx.host.routes(6, table) if r.get("dev")}
         tunnels.append(f"{'/'.join(sorted(devices)) or '?'} (fwmark {mark:#x}, table {table})")
     evidence = f"full-tunnel client {', '.join(tunnels)} on this host; net.ipv4.conf.all.src_valid_mark = {value}"
     if value == "1":

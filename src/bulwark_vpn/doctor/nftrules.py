@@ -163,9 +163,9 @@ class _Walk:
                     return "accept", None
                 self.conditional_accepts.append(text)
             elif action in ("jump", "goto") and target is not None:
-                verdict, finding = self.run((key[0], key[1], target), depth + 1)
+                verdict, found = self.run((key[0], key[1], target), depth + 1)
                 if certain and verdict in ("accept", "drop"):
-                    return verdict, finding
+                    return verdict, found
                 if certain and action == "goto":
                     return "return", None
                 if not certain and verdict == "drop" and finding is not None:
@@ -337,6 +337,7 @@ def _is_network(value: Any) -> bool:
 def _network_in(network: IPNetwork, text: str) -> bool | None:
     """True if all of `network` is inside `text` (a CIDR, an address or a-b range), False if disjoint."""
     try:
+        targets: list[IPNetwork]
         if "-" in text:
             low, high = (ipaddress.ip_address(x) for x in text.split("-", 1))
             targets = list(ipaddress.summarize_address_range(low, high))  # type: ignore[arg-type]
@@ -344,9 +345,10 @@ def _network_in(network: IPNetwork, text: str) -> bool | None:
             targets = [ipaddress.ip_network(text, strict=False)]
     except (ValueError, TypeError):
         return None
-    if any(t.version == network.version and network.subnet_of(t) for t in targets):  # type: ignore[arg-type]
+    same = [t for t in targets if t.version == network.version]
+    if any(network.subnet_of(t) for t in same):  # type: ignore[arg-type]
         return True
-    if all(t.version != network.version or not t.overlaps(network) for t in targets):  # type: ignore[arg-type]
+    if not any(t.overlaps(network) for t in same):  # type: ignore[arg-type]
         return False
     return None
 
