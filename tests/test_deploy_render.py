@@ -534,7 +534,7 @@ def test_systemd_unit_structure() -> None:
     assert svc["Environment"] == "BULWARK_CONFIG_DIR=/etc/bulwark"
     assert "CAP_NET_ADMIN" in svc["CapabilityBoundingSet"] and "CAP_NET_ADMIN" in svc["AmbientCapabilities"]
     assert svc["ProtectSystem"] == "strict" and svc["ReadWritePaths"] == "/etc/bulwark"
-    assert svc["RuntimeDirectory"] == "wireguard"
+    assert svc["RuntimeDirectory"] == "wireguard bulwark"
     assert svc["ProtectHome"] == svc["PrivateTmp"] == svc["NoNewPrivileges"] == "yes"
     assert parser["Install"]["WantedBy"] == "multi-user.target"
 

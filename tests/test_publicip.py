@@ -6,7 +6,6 @@ Everything binds 127.0.0.1 on a random port; no test sends a packet anywhere els
 from __future__ import annotations
 
 import ipaddress
-import secrets
 import socket
 import struct
 import threading
@@ -30,78 +29,18 @@ from bulwark_vpn.publicip import (
     resolve_server_url,
     stun_request,
 )
+from tests.fakes import FakeImds, serve_imds
 
 PUBLIC = "203.0.113.7"
 TIMEOUT = 0.5
 
-# --- fake IMDS -----------------------------------------------------------------------------------------
-
-ImdsMode = Literal["required", "optional", "no-tokens"]
-
-
-@dataclass
-class FakeImds:
-    """Behaves like EC2's metadata service: PUT issues TTL-bound tokens; GETs check them."""
-
-    mode: ImdsMode = "required"
-    public_ipv4: str | None = PUBLIC
-    tokens: dict[str, float] = field(default_factory=dict)
-    requests: list[tuple[str, str, bool]] = field(default_factory=list)
-    url: str = ""
-
-
-def _handler(imds: FakeImds) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def _reply(self, status: int, body: str = "") -> None:
-            data = body.encode()
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_PUT(self) -> None:  # noqa: N802 - http.server's naming
-            imds.requests.append(("PUT", self.path, False))
-            if imds.mode == "no-tokens" or self.path != "/latest/api/token":
-                self._reply(405 if imds.mode == "no-tokens" else 404)
-                return
-            ttl = self.headers.get("X-aws-ec2-metadata-token-ttl-seconds", "")
-            if not ttl.isdigit() or not 1 <= int(ttl) <= 21600 or self.headers.get("X-Forwarded-For"):
-                self._reply(400)
-                return
-            token = secrets.token_urlsafe(24)
-            imds.tokens[token] = time.monotonic() + int(ttl)
-            self._reply(200, token)
-
-        def do_GET(self) -> None:  # noqa: N802
-            token = self.headers.get("X-aws-ec2-metadata-token")
-            valid = token is not None and imds.tokens.get(token, 0) > time.monotonic()
-            imds.requests.append(("GET", self.path, valid))
-            if token is not None and not valid or (imds.mode == "required" and not valid):
-                self._reply(401)
-                return
-            if self.path == "/latest/meta-data/public-ipv4" and imds.public_ipv4:
-                self._reply(200, imds.public_ipv4)
-                return
-            self._reply(404, "Not Found")
-
-    return Handler
+# --- fake IMDS (tests/fakes.py) ------------------------------------------------------------------------
 
 
 @pytest.fixture
 def imds() -> Iterator[FakeImds]:
-    state = FakeImds()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serve_imds(FakeImds(public_ipv4=PUBLIC)) as state:
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_imdsv2_token_then_public_ipv4(imds: FakeImds) -> None:

@@ -44,8 +44,9 @@ ProtectSystem=strict
 StateDirectory=bulwark
 StateDirectoryMode=0700
 ReadWritePaths=/var/lib/bulwark
-# wireguard-go's control sockets live in /run/wireguard.
-RuntimeDirectory=wireguard
+# wireguard-go's control sockets live in /run/wireguard, the gateway's runtime state in /run/bulwark:
+# under ProtectSystem=strict /run is read-only but for these.
+RuntimeDirectory=wireguard bulwark
 RuntimeDirectoryMode=0700
 ProtectHome=yes
 PrivateTmp=yes
