@@ -455,9 +455,9 @@ def test_container_entrypoint_serves_the_notes_docker_run_line(
     caps = ",".join(["-all", *(f"+{c}" for c in (*DOCKER_CAPABILITIES, "net_admin", "sys_module"))])
     argv = ["setpriv", f"--bounding-set={caps}", "--", "/usr/bin/env", "-i", *(f"{k}={v}" for k, v in env.items()),
             *stage.entrypoint, *stage.cmd]
-    # This host has no WireGuard kernel module, so the wireguard-go fallback needs the TUN device, which
-    # Docker gives only with --device (the generated compose file and docker-run.sh pass it).
-    script = _docker_root_script(netns_factory.tmpdir(), built, config, ("/dev/net/tun",), argv)
+    # This host has no WireGuard kernel module, so the wireguard-go fallback needs the TUN device. The
+    # notes' line has no --device: Bulwark creates /dev/net/tun itself (Docker allows it, with CAP_MKNOD).
+    script = _docker_root_script(netns_factory.tmpdir(), built, config, (), argv)
     log_path = netns_factory.tmpdir() / "container.log"
     with open(log_path, "wb") as log:
         container = server.popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
@@ -485,6 +485,7 @@ def test_container_entrypoint_serves_the_notes_docker_run_line(
 
         netns_factory.wg_quick_up(client, _without_dns(peer_config))
         assert client.ping(TUNNEL_SERVER, count=3), _read(log_path)
+        assert "[#] mknod -m 0600 /dev/net/tun c 10 200" in _read(log_path)
 
         container.send_signal(signal.SIGTERM)
         assert container.wait(20) == 0, _read(log_path)

@@ -370,3 +370,10 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except OSError as exc:
+        # A file or device the system refused (read-only /run, missing permission): one line, no traceback.
+        if _DEBUG:
+            raise
+        where = f": '{exc.filename}'" if exc.filename else ""
+        click.echo(f"bulwark: {exc.strerror or exc}{where}: check the path and its permissions", err=True)
+        sys.exit(ExitCode.FAILURE)

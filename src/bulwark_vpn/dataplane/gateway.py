@@ -189,6 +189,7 @@ class Gateway:
         backend = self.settings.backend
         if backend == "kernel" or (backend == "auto" and link.kernel_available(self.runner)):
             return link.create_link(self.runner, self.iface, "kernel")
+        link.ensure_tun_device(self.runner)
         self.child = link.start_userspace_foreground(self.runner, self.iface)
         return "userspace"
 

@@ -122,6 +122,23 @@ def require_userspace() -> None:
         )
 
 
+TUN_DEVICE = Path("/dev/net/tun")
+
+
+def ensure_tun_device(runner: Runner) -> None:
+    """Create /dev/net/tun (char 10:200) when it is missing, as in a container started without
+    `--device /dev/net/tun`: Docker's default device policy allows this device and CAP_MKNOD."""
+    if TUN_DEVICE.exists():
+        return
+    runner.run(["mkdir", "-p", str(TUN_DEVICE.parent)])
+    result = runner.run(["mknod", "-m", "0600", str(TUN_DEVICE), "c", "10", "200"], check=False)
+    if result.returncode != 0:
+        raise SystemActionError(
+            f"cannot create {TUN_DEVICE} for wireguard-go: {result.stderr.decode(errors='replace').strip()}: "
+            f"pass the device (docker run --device /dev/net/tun) or load the kernel module (modprobe tun)"
+        )
+
+
 def start_userspace(runner: Runner, iface: str) -> None:
     """Start `wireguard-go IFACE` (it daemonizes) and wait until its socket and link are ready."""
     validate_ifname(iface)
