@@ -4,12 +4,14 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 
 from bulwark_vpn.dataplane.gateway import pid_alive
 from tests.gwlab import RUN_DIR, VPC_GATEWAY, VPC_HOST, Lab
+from tests.helpers import BULWARK
 
 
 def _transfer(ns, iface) -> tuple[int, int]:
@@ -201,7 +203,7 @@ def test_apply_dry_run_shows_the_diff_and_changes_nothing(lab: Lab):
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_foreground_supervisor_cleans_up_on_signal(lab: Lab, signum):
     lab.init("--peers", "alice")
-    proc = lab.server.popen([*__import__("tests.helpers", fromlist=["BULWARK"]).BULWARK, "up", "--foreground",
+    proc = lab.server.popen([*BULWARK, "up", "--foreground",
                              "--config-dir", str(lab.config)])
     lab.wait_for(lambda: lab.server.run(["ip", "link", "show", lab.iface], check=False).returncode == 0
                  and (RUN_DIR / f"{lab.iface}.json").exists(), 10)
@@ -239,7 +241,7 @@ def test_live_churn_loses_no_packet_and_keeps_the_session(lab: Lab):
     handshake_before = client.run(["wg", "show", iface, "latest-handshakes"]).stdout.decode().split()[1]
     ping = client.popen(["ping", "-n", "-q", "-i", "0.01", "-c", "2000", "10.13.13.1"], stdout=subprocess.PIPE)
     time.sleep(0.5)
-    churn = lab.server.run([__import__("sys").executable, "-c", CHURN, str(lab.config)], timeout=240)
+    churn = lab.server.run([sys.executable, "-c", CHURN, str(lab.config)], timeout=240)
     ops, seconds = churn.stdout.decode().split()
     assert ping.poll() is None, "the churn must happen while the client pings"
     out = ping.communicate(timeout=120)[0].decode()
@@ -263,3 +265,26 @@ def test_connected_peer_removed_by_hand_comes_back_with_its_session(lab: Lab):
     start = time.monotonic()
     lab.wait_for(lambda: client.ping("10.13.13.1", count=1, timeout=1), 5.0, interval=0.01)
     assert time.monotonic() - start <= 5.0  # not the ~15 s a client needs to re-handshake on its own
+
+
+def test_down_after_a_supervisor_crash_cleans_up_and_relative_paths_apply_live(lab: Lab, tmp_path):
+    lab.init("--peers", "alice")
+    lab.up()
+    # The same config dir spelled relatively still reaches the running gateway at once.
+    relative = os.path.relpath(lab.config, tmp_path)
+    pid = json.loads((RUN_DIR / f"{lab.iface}.json").read_text())["pid"]
+    lab.server.run(["kill", "-STOP", str(pid)])  # the supervisor cannot do it: the command must
+    try:
+        added = subprocess.run(["ip", "netns", "exec", lab.server.name, *BULWARK,
+                                "peer", "add", "bob", "--config-dir", relative], cwd=tmp_path, capture_output=True,
+                               text=True, check=True)
+        assert "[#] wg set" in added.stderr
+        assert len(lab.device_peers()) == 2
+    finally:
+        lab.server.run(["kill", "-KILL", str(pid)])  # the supervisor dies without tearing down
+    lab.wait_for(lambda: not pid_alive(pid), 5)
+    lab.bulwark("down")
+    assert lab.server.run(["ip", "link", "show", lab.iface], check=False).returncode != 0
+    assert "bulwark" not in lab.server.run(["nft", "list", "tables"]).stdout.decode()
+    assert not (RUN_DIR / f"{lab.iface}.json").exists() and not (RUN_DIR / f"{lab.iface}.log").exists()
+    assert lab.server.run(["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.decode().strip() == "0"

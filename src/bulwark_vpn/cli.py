@@ -37,8 +37,8 @@ _DEBUG = False
 def _config_dir_option(func):
     return click.option(
         "--config-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=lambda: default_config_dir(os.environ),
+        type=click.Path(file_okay=False, path_type=Path, resolve_path=True),
+        default=lambda: default_config_dir(os.environ).resolve(),
         show_default="$BULWARK_CONFIG_DIR, /config in a container, else /etc/bulwark",
         help="Folder holding the store and the rendered files.",
     )(func)

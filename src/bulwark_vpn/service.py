@@ -382,7 +382,7 @@ def _apply_live(config_dir: Path, store: Store, *, upsert: Iterable[Peer] = (), 
 
     iface = interface or store.settings().interface
     state = gateway.RuntimeState.load(iface)
-    if state is None or not state.supervisor_alive() or Path(state.config_dir) != config_dir:
+    if state is None or not state.supervisor_alive() or Path(state.config_dir).resolve() != config_dir.resolve():
         return
     gateway.apply_peer_changes(Runner(), iface, upsert=upsert, remove=remove)
 

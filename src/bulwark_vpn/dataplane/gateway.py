@@ -255,7 +255,7 @@ class Gateway:
             if dns_undo is not None:
                 stack.push(dns_undo)
             self.state = RuntimeState(
-                interface=self.iface, config_dir=str(self.config_dir), pid=os.getpid(), backend=backend,
+                interface=self.iface, config_dir=str(self.config_dir.resolve()), pid=os.getpid(), backend=backend,
                 egress=egress, forwarding_before={"ipv4": before.ipv4, "ipv6": before.ipv6}, firewall=True,
                 dns=dns_undo is not None, ready=True,
             )
@@ -394,14 +394,8 @@ class Gateway:
         """Undo everything the bring-up did (recorded in the state file), even after a crash."""
         state = self.state or RuntimeState.load(self.iface)
         self._stop_dns()
-        if state is None or state.firewall:
-            firewall.remove_firewall(self.runner, self.iface)
         self._delete_link()
-        if state is not None:
-            before = state.forwarding_before
-            netcfg.set_forwarding(self.runner, ipv4=before.get("ipv4"), ipv6=before.get("ipv6") if
-                                  self.settings.subnet6 else None)
-        state_path(self.iface).unlink(missing_ok=True)
+        release_system(self.runner, self.iface, state)
         self.store.close()
 
 
@@ -446,17 +440,20 @@ def stop_gateway(iface: str, runner: Runner | None = None, timeout: float = 15.0
     found = state is not None or link.link_exists(runner, iface) or firewall.firewall_present(runner, iface)
     if not found:
         return False
-    _clean_up_after_crash(iface, runner, state)
+    release_system(runner, iface, state)
+    (RUN_DIR / f"{iface}.log").unlink(missing_ok=True)
     return True
 
 
-def _clean_up_after_crash(iface: str, runner: Runner, state: RuntimeState | None) -> None:
+def release_system(runner: Runner, iface: str, state: RuntimeState | None) -> None:
+    """Remove what a gateway put on the system: its firewall table, the link, forwarding it turned on
+    (back to the values recorded at bring-up) and its state file. Also used after a supervisor crash."""
     firewall.remove_firewall(runner, iface)
     if link.link_exists(runner, iface):
         link.delete_link(runner, iface)
     if state is not None:
         before = state.forwarding_before
-        netcfg.set_forwarding(runner, ipv4=before.get("ipv4"))
+        netcfg.set_forwarding(runner, ipv4=before.get("ipv4"), ipv6=before.get("ipv6"))
     state_path(iface).unlink(missing_ok=True)
 
 
