@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from bulwark_vpn.addressing import Pool, parse_subnet4, parse_subnet6
 from bulwark_vpn.errors import ConflictError, InputError, StoreError
-from bulwark_vpn.keys import PrivateKey
+from bulwark_vpn.keys import PresharedKey, PrivateKey
 from bulwark_vpn.model import Peer
 from bulwark_vpn.store import SCHEMA_VERSION, Store
 
@@ -98,3 +98,31 @@ def test_corrupted_store_is_refused(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(StoreError, match="unreadable or corrupted"):
         Store.open(tmp_path)
+
+
+def test_server_config_from_rows_is_byte_identical_to_the_model_renderer(tmp_path):
+    """The fast path `peer add` uses must render exactly what the one model renderer renders."""
+    from bulwark_vpn.model import Settings
+    from bulwark_vpn.render.layout import render_server_config_rows, server_wg_config
+    from bulwark_vpn.render.wgquick import render_config
+
+    settings = Settings(subnet4=ipaddress.IPv4Network("10.9.0.0/24"), subnet6=parse_subnet6("fd09::/64"), mtu=1380)
+    key = PrivateKey.generate()
+    pool4, pool6 = Pool(settings.subnet4), Pool(settings.subnet6)
+    with Store.open(tmp_path) as store:
+        with store.transaction():
+            for i, (keepalive, routes, enabled) in enumerate(
+                [(None, (), True), (25, (ipaddress.ip_network("192.168.7.0/24"),), True), (None, (), False),
+                 (5, (ipaddress.ip_network("fd77::/64"), ipaddress.ip_network("10.50.0.0/16")), True)]
+            ):
+                private = PrivateKey.generate()
+                store.insert_peer(Peer(
+                    name=f"peer{i + 1}" if i % 2 else f"named{i}", public_key=private.public_key(),
+                    private_key=private, preshared_key=PresharedKey.generate() if i != 3 else None,
+                    address4=store.allocate(pool4), address6=store.allocate(pool6), keepalive=keepalive,
+                    server_allowed_ips=routes, enabled=enabled,
+                ))
+        fast = render_server_config_rows(settings, key, store.server_peer_rows())
+        model = render_config(server_wg_config(settings, key, store.peers()))
+    assert fast == model
+    assert "192.168.7.0/24" in fast and "PersistentKeepalive = 5" in fast and fast.count("[Peer]") == 3

@@ -148,7 +148,7 @@ class Peer:
     @property
     def folder_name(self) -> str:
         """linuxserver layout: numbered peers are `peerN`, named ones `peer_NAME`."""
-        return self.name if _is_numbered(self.name) else f"peer_{self.name}"
+        return self.name if is_numbered_peer(self.name) else f"peer_{self.name}"
 
     def tunnel_networks(self) -> tuple[IPNetwork, ...]:
         """What the server routes to this peer: its /32 (and /128) plus server_allowed_ips."""
@@ -160,7 +160,7 @@ class Peer:
         return tuple(nets)
 
 
-def _is_numbered(name: str) -> bool:
+def is_numbered_peer(name: str) -> bool:
     return name.startswith("peer") and name[4:].isdigit()
 
 

@@ -19,11 +19,11 @@ from bulwark_vpn import adopt as adopt_mod
 from bulwark_vpn.addressing import Pool
 from bulwark_vpn.config import InitRequest, PeerRequest, normalize_peer_name
 from bulwark_vpn.errors import ConflictError, InputError, NotFoundError, SystemActionError
-from bulwark_vpn.fsutil import atomic_write, ensure_private_dir
+from bulwark_vpn.fsutil import atomic_write_many, ensure_private_dir
 from bulwark_vpn.keys import PresharedKey, PrivateKey, PublicKey
 from bulwark_vpn.model import DEFAULT_KEEPALIVE, IPNetwork, Peer, Settings
 from bulwark_vpn.render import layout
-from bulwark_vpn.render.qr import qr_terminal
+from bulwark_vpn.render.qr import qr_pngs, qr_terminal
 from bulwark_vpn.render.wgquick import parse_endpoint
 from bulwark_vpn.store import STORE_NAME, Store
 
@@ -64,24 +64,33 @@ def _pools(settings: Settings) -> tuple[Pool, Pool | None]:
 
 
 def _write_files(config_dir: Path, files: dict[str, layout.RenderedFile]) -> None:
-    for relative, rendered in files.items():
-        path = config_dir / relative
-        ensure_private_dir(path.parent)
-        atomic_write(path, rendered.content, rendered.mode)
+    folders = {(config_dir / relative).parent for relative in files}
+    for folder in sorted(folders):
+        ensure_private_dir(folder)
+    atomic_write_many([(config_dir / rel, f.content, f.mode) for rel, f in files.items()])
 
 
 def _render_server(config_dir: Path, store: Store) -> None:
     settings = store.settings()
     key = store.require_server_key()
-    _write_files(config_dir, layout.server_files(settings, key, store.peers()))
+    _write_files(config_dir, layout.server_files(settings, key, store.server_peer_rows()))
 
 
 def _render_peers(config_dir: Path, store: Store, peers: list[Peer]) -> None:
+    """Every file of these peers, QR codes encoded in parallel, written with two syncs in all."""
     settings = store.settings()
-    key = store.require_server_key()
-    public = key.public_key()
+    public = store.require_server_key().public_key()
+    files: dict[str, layout.RenderedFile] = {}
+    with_config = []
     for peer in peers:
-        _write_files(config_dir, layout.peer_files(settings, public, peer))
+        rendered = layout.peer_files(settings, public, peer)
+        files.update(rendered)
+        if layout.conf_path(peer) in rendered:
+            with_config.append(peer)
+    confs = [files[layout.conf_path(p)].content.decode() for p in with_config]
+    for peer, png in zip(with_config, qr_pngs(confs), strict=True):
+        files[layout.qr_path(peer)] = layout.RenderedFile(png)
+    _write_files(config_dir, files)
 
 
 def _remove_peer_files(config_dir: Path, peer: Peer) -> None:

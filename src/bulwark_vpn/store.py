@@ -220,6 +220,15 @@ class Store:
         rows = self._conn.execute(f"SELECT {_PEER_COLUMNS} FROM peers ORDER BY id").fetchall()  # noqa: S608
         return [_peer_from_row(row) for row in rows]
 
+    def server_peer_rows(self) -> list[tuple]:
+        """Enabled peers as (name, public key, PSK, address4, address6, routed networks, keepalive) text,
+        for rendering the server config without a model object per peer."""
+        rows = self._conn.execute(
+            "SELECT name, public_key, preshared_key, address4, address6, server_allowed_ips, keepalive "
+            "FROM peers WHERE enabled = 1 ORDER BY id"
+        ).fetchall()
+        return [(*row[:5], json.loads(row[5]), row[6]) for row in rows]
+
     def peer(self, name: str) -> Peer:
         row = self._conn.execute(f"SELECT {_PEER_COLUMNS} FROM peers WHERE name=?", (name,)).fetchone()  # noqa: S608
         if row is None:

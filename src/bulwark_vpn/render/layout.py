@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 from bulwark_vpn.fsutil import PRIVATE_FILE
 from bulwark_vpn.keys import PrivateKey, PublicKey
-from bulwark_vpn.model import Peer, Settings, WgConfig, WgInterfaceSection, WgPeerSection
-from bulwark_vpn.render.qr import qr_png
+from bulwark_vpn.model import Peer, Settings, WgConfig, WgInterfaceSection, WgPeerSection, is_numbered_peer
 from bulwark_vpn.render.wgquick import format_endpoint, render_config
 
 PUBLIC_KEY_FILE = 0o644
@@ -100,8 +99,31 @@ def render_client_config(settings: Settings, server_public: PublicKey, peer: Pee
     return render_config(config, header=header)
 
 
-def server_files(settings: Settings, server_key: PrivateKey, peers: list[Peer]) -> dict[str, RenderedFile]:
-    conf = render_config(server_wg_config(settings, server_key, peers))
+def render_server_config_rows(settings: Settings, server_key: PrivateKey, rows) -> str:
+    """The server config straight from store rows (name, public key, PSK, address4, address6, routed
+    networks as text, keepalive) of enabled peers, without building a model object per peer.
+
+    Byte-identical to `render_config(server_wg_config(...))` (tested); it exists because `peer add` on a
+    10,000-peer store must re-render this file in a few milliseconds, not 0.2 s.
+    """
+    head = render_config(server_wg_config(settings, server_key, []))
+    parts = [head]
+    for name, public, psk, address4, address6, routed, keepalive in rows:
+        folder = name if is_numbered_peer(name) else f"peer_{name}"
+        lines = ["", "[Peer]", f"# {folder}", f"PublicKey = {public}"]
+        if psk:
+            lines.append(f"PresharedKey = {psk}")
+        nets = [f"{address4}/32"] + ([f"{address6}/128"] if address6 else []) + list(routed)
+        lines.append(f"AllowedIPs = {', '.join(nets)}")
+        if keepalive is not None:
+            lines.append(f"PersistentKeepalive = {keepalive}")
+        parts.append("\n".join(lines) + "\n")
+    return "".join(parts)
+
+
+def server_files(settings: Settings, server_key: PrivateKey, rows) -> dict[str, RenderedFile]:
+    """wg_confs/IFACE.conf and the server key files; `rows` as for render_server_config_rows."""
+    conf = render_server_config_rows(settings, server_key, rows)
     return {
         f"wg_confs/{settings.interface}.conf": RenderedFile(conf.encode()),
         "server/privatekey-server": RenderedFile(f"{server_key.to_base64()}\n".encode()),
@@ -110,7 +132,10 @@ def server_files(settings: Settings, server_key: PrivateKey, peers: list[Peer]) 
 
 
 def peer_files(settings: Settings, server_public: PublicKey, peer: Peer) -> dict[str, RenderedFile]:
-    """The files of one peer's folder. A peer adopted without its private key gets only its public key."""
+    """The files of one peer's folder except the QR code (see `qr_path`), which is encoded in batches.
+
+    A peer adopted without its private key gets only its public key (and PSK).
+    """
     folder = peer.folder_name
     files = {f"{folder}/publickey-{folder}": RenderedFile(f"{peer.public_key}\n".encode(), PUBLIC_KEY_FILE)}
     if peer.preshared_key is not None:
@@ -118,6 +143,14 @@ def peer_files(settings: Settings, server_public: PublicKey, peer: Peer) -> dict
     if peer.private_key is not None:
         conf = render_client_config(settings, server_public, peer)
         files[f"{folder}/privatekey-{folder}"] = RenderedFile(f"{peer.private_key.to_base64()}\n".encode())
-        files[f"{folder}/{folder}.conf"] = RenderedFile(conf.encode())
-        files[f"{folder}/{folder}.png"] = RenderedFile(qr_png(conf))
+        files[conf_path(peer)] = RenderedFile(conf.encode())
     return files
+
+
+def conf_path(peer: Peer) -> str:
+    return f"{peer.folder_name}/{peer.folder_name}.conf"
+
+
+def qr_path(peer: Peer) -> str:
+    """The PNG QR code of the peer's config (the file a phone scans)."""
+    return f"{peer.folder_name}/{peer.folder_name}.png"
