@@ -15,6 +15,7 @@ RUN apt-get update \
         nftables \
         procps \
         python3 \
+        qrencode \
         wireguard-go \
         wireguard-tools \
     && rm -rf /var/lib/apt/lists/*

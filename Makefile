@@ -5,7 +5,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_RUN := wireguard-tools wireguard-go nftables iproute2 procps
+APT_RUN := wireguard-tools wireguard-go nftables iproute2 procps qrencode
 APT_TEST := $(APT_RUN) iptables iputils-ping dnsutils cloud-init systemd ca-certificates
 CONFIG_DIR ?= /etc/bulwark
 BULWARK_ARGS ?=
@@ -13,11 +13,11 @@ BULWARK_ARGS ?=
 .PHONY: up test deps-run deps-test venv checkov lint clean
 
 deps-run:
-	@command -v wg >/dev/null && command -v wireguard-go >/dev/null && command -v nft >/dev/null || \
+	@command -v wg >/dev/null && command -v wireguard-go >/dev/null && command -v nft >/dev/null && command -v qrencode >/dev/null || \
 	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends $(APT_RUN))
 
 deps-test:
-	@missing=""; for b in wg wireguard-go nft iptables ping dig cloud-init ip systemd-analyze; do \
+	@missing=""; for b in wg wireguard-go nft iptables ping dig cloud-init ip systemd-analyze qrencode; do \
 	  command -v $$b >/dev/null || missing=1; done; \
 	  if [ -n "$$missing" ]; then apt-get update -qq && \
 	  apt-get install -y -qq --no-install-recommends $(APT_TEST); fi
