@@ -275,3 +275,99 @@ def test_deploy_writes_each_target(tmp_path):
     bad = bulwark("deploy", "kubernetes", "--config-dir", str(config), "--out", str(tmp_path / "k"),
                   "--node-port", "99", "--service-type", "NodePort", check=False)
     assert bad.returncode == 2 and "99" in bad.stderr and not (tmp_path / "k").exists()
+
+
+def test_failed_first_init_leaves_nothing_behind(tmp_path):
+    config = tmp_path / "new"
+    result = bulwark("init", "--config-dir", str(config), "--subnet", "10.5.5.0/30", "--peers", "3", check=False)
+    assert result.returncode == 2 and "10.5.5.0/30' is full" in result.stderr
+    assert not config.exists()
+
+
+def test_failed_init_on_a_linuxserver_layout_changes_nothing_and_a_retry_adopts_it(tmp_path):
+    from tests.test_adopt import _linuxserver_config
+
+    root = tmp_path / "config"
+    keys = _linuxserver_config(root)
+    before = snapshot(root)
+    bad = bulwark("init", "--config-dir", str(root), "--subnet", "10.99.0.0/24", check=False)
+    assert bad.returncode == 2 and "cannot change the subnet to '10.99.0.0/24'" in bad.stderr
+    assert snapshot(root) == before and not (root / ".bulwark.lock").exists()
+    good = bulwark("init", "--config-dir", str(root))
+    assert "adopted the linuxserver/wireguard config" in good.stderr
+    server = parse_config((root / "wg_confs/wg0.conf").read_text())
+    assert server.interface.private_key.to_base64() == keys["server"]["private"]
+
+
+def test_a_network_is_routed_to_one_peer_only(tmp_path):
+    config = tmp_path / "c"
+    bulwark("init", "--config-dir", str(config), "--peers", "site1")
+    bulwark("peer", "add", "site2", "--server-allowed-ips", "192.168.5.0/24", "--config-dir", str(config))
+    before = snapshot(config)
+    cases = [
+        (["peer", "add", "site3", "--server-allowed-ips", "192.168.5.128/25"], "peer 'site2' already has"),
+        (["peer", "add", "a", "b", "--server-allowed-ips", "192.168.9.0/24"], "a network can be behind one peer"),
+        (["peer", "add", "x", "--server-allowed-ips", "10.13.13.0/28"], "overlaps the tunnel subnet"),
+    ]
+    for args, message in cases:
+        result = bulwark(*args, "--config-dir", str(config), check=False)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+    clash_env = clean_env(SERVER_ALLOWEDIPS_PEER_site1="192.168.5.0/24")
+    env_clash = bulwark("init", "--config-dir", str(config), env=clash_env, check=False)
+    assert env_clash.returncode == 2 and "peer 'site2' already has" in env_clash.stderr
+    assert snapshot(config) == before
+
+
+def test_the_servers_own_key_is_not_a_peer_key(tmp_path):
+    config = tmp_path / "c"
+    bulwark("init", "--config-dir", str(config))
+    own = (config / "server/publickey-server").read_text().strip()
+    result = bulwark("peer", "add", "me", "--public-key", own, "--config-dir", str(config), check=False)
+    assert result.returncode == 2 and "the server's own key" in result.stderr
+
+
+def test_turning_on_ipv6_later_gives_existing_peers_an_address(tmp_path):
+    config = tmp_path / "c"
+    bulwark("init", "--config-dir", str(config), "--peers", "a,b", "--server-url", "vpn.example.com")
+    bulwark("init", "--config-dir", str(config), "--subnet6", "fd42::/64")
+    peers = json.loads(bulwark("peer", "list", "--json", "--config-dir", str(config)).stdout)
+    assert [p["address6"] for p in peers] == ["fd42::2", "fd42::3"]
+    client = parse_config((config / "peer_a/peer_a.conf").read_text())
+    assert [str(a) for a in client.interface.addresses] == ["10.13.13.2/32", "fd42::2/128"]
+
+
+def test_log_confs_prints_new_peers_qr_codes_to_the_log_only(tmp_path):
+    config = tmp_path / "c"
+    result = bulwark("init", "--config-dir", str(config), "--peers", "a", "--server-url", "vpn.example.com",
+                     env=clean_env(LOG_CONFS="true"))
+    assert "peer a:" in result.stderr and "█" in result.stderr and result.stdout == ""
+    quiet = bulwark("peer", "add", "b", "--config-dir", str(config))
+    assert "█" not in quiet.stderr
+
+
+def test_sigkill_in_the_middle_of_adds_leaves_a_store_holding_every_returned_add(tmp_path):
+    import signal
+    import sqlite3
+    import sys
+    import time
+
+    config = tmp_path / "c"
+    bulwark("init", "--config-dir", str(config), "--subnet", "10.60.0.0/16", "--server-url", "vpn.example.com")
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom bulwark_vpn import service\n"
+        "for i in range(100000):\n"
+        "    service.add_peers(Path(sys.argv[1]), [f'k{i}'])\n"
+        "    print(f'k{i}', flush=True)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(config)], stdout=subprocess.PIPE, text=True)
+    time.sleep(3)
+    proc.send_signal(signal.SIGKILL)
+    returned = proc.communicate()[0].split()
+    assert len(returned) > 10
+    conn = sqlite3.connect(config / "bulwark.db")
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+    peers = {p["name"] for p in json.loads(bulwark("peer", "list", "--json", "--config-dir", str(config)).stdout)}
+    assert set(returned) <= peers  # every add that returned is there (at most one more was in flight)
+    assert len(peers - set(returned)) <= 1
+    bulwark("peer", "add", "after", "--config-dir", str(config))  # and the store still works

@@ -18,15 +18,8 @@ import click
 from bulwark_vpn import __version__, service
 from bulwark_vpn.addressing import parse_networks
 from bulwark_vpn.config import (
-    InitRequest,
-    combine,
     default_config_dir,
     parse_keepalive,
-    parse_peers,
-    peer_requests,
-    request_from_env,
-    request_from_file,
-    settings_update,
 )
 from bulwark_vpn.errors import BulwarkError, ExitCode
 from bulwark_vpn.keys import PublicKey
@@ -86,15 +79,8 @@ def cli(debug: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def init(config_dir: Path, settings_file: Path | None, peers: str | None, as_json: bool, **flags) -> None:
     """Create or update the server from flags, the linuxserver variables and a settings file."""
-
-    flag_request = InitRequest(
-        update=settings_update(flags),
-        peers=peer_requests(parse_peers(peers), (), {}) if peers else (),
-    )
-    requests = [flag_request, request_from_env(os.environ)]
-    if settings_file is not None:
-        requests.append(request_from_file(settings_file))
-    result = service.init_server(config_dir, combine(*requests))
+    result = service.init_from_sources(config_dir, flags=flags, peers=peers, environ=os.environ,
+                                       settings_file=settings_file)
     if as_json:
         _echo_json({
             "created": result.created,
@@ -110,9 +96,6 @@ def init(config_dir: Path, settings_file: Path | None, peers: str | None, as_jso
     click.echo(f"bulwark: server {verb} in {config_dir}", err=True)
     for name in result.added:
         click.echo(f"bulwark: added peer {name}", err=True)
-    if result.settings.log_confs:
-        for name in result.added:
-            click.echo(f"peer {name}:\n{service.peer_qr(config_dir, name)}", err=True)
 
 
 @cli.group()
@@ -228,8 +211,7 @@ def up(config_dir, interface, backend, foreground) -> None:
 @click.option("--interface", help="Interface to take down [the store's].")
 def down(config_dir, interface) -> None:
     """Take the gateway down: interface, NAT table, DNS forwarder, wireguard-go."""
-    store_dir = config_dir if (config_dir / "bulwark.db").exists() else None
-    if service.bring_down(store_dir, interface):
+    if service.bring_down(config_dir, interface):
         click.echo("bulwark: the gateway is down", err=True)
     else:
         click.echo("bulwark: nothing to take down", err=True)
@@ -299,13 +281,10 @@ def demo() -> None:
 @click.option("--subnet-id", "aws_subnet_id", help="Use this existing public subnet.")
 @click.option("--vpc-cidr", "aws_vpc_cidr", help="CIDR of the VPC peers should reach [10.0.0.0/16].")
 @click.option("--ssh-cidr", "aws_ssh_cidr", help="Open SSH only from this CIDR (default: no SSH).")
-@click.option("--ssh-public-key", "ssh_key", help="SSH public key: a file path or the key text.")
+@click.option("--ssh-public-key", "aws_ssh_public_key", help="SSH public key: a file path or the key text.")
 @click.option("--wheel-url", help="Install Bulwark from this wheel URL instead of the package index.")
-def deploy(target, config_dir, out_dir, ssh_key, **options) -> None:
+def deploy(target, config_dir, out_dir, **options) -> None:
     """Write deployment files (docker, kubernetes, terraform, systemd) from the store's settings."""
-    if ssh_key is not None:
-        key_path = Path(ssh_key).expanduser()
-        options["aws_ssh_public_key"] = key_path.read_text().strip() if key_path.is_file() else ssh_key
     written = service.render_deployment(config_dir, target, out_dir, **options)
     for path in written:
         click.echo(str(path))

@@ -11,13 +11,23 @@ import fcntl
 import logging
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bulwark_vpn import adopt as adopt_mod
 from bulwark_vpn.addressing import Pool
-from bulwark_vpn.config import InitRequest, PeerRequest, normalize_peer_name
+from bulwark_vpn.config import (
+    InitRequest,
+    PeerRequest,
+    combine,
+    normalize_peer_name,
+    parse_peers,
+    peer_requests,
+    request_from_env,
+    request_from_file,
+    settings_update,
+)
 from bulwark_vpn.errors import ConflictError, InputError, NotFoundError, SystemActionError
 from bulwark_vpn.fsutil import atomic_write_many, ensure_private_dir
 from bulwark_vpn.keys import PresharedKey, PrivateKey, PublicKey
@@ -112,7 +122,13 @@ class InitResult:
 
 
 def _validate_new_settings(store: Store, old: Settings, new: Settings) -> None:
-    """Refuse a subnet change that would leave existing peers outside the new subnet."""
+    """Refuse a subnet change that would leave existing peers outside the new subnet, and renaming the
+    interface under a running gateway (its supervisor would be orphaned)."""
+    if new.interface != old.interface and _running_gateway(old.interface) is not None:
+        raise ConflictError(
+            f"cannot rename the interface to '{new.interface}': the gateway runs on '{old.interface}': "
+            f"run 'bulwark down' first"
+        )
     peers = store.peers()
     outside4 = [p for p in peers if not Pool(new.subnet4).contains_peer_address(p.address4)]
     if outside4 and new.subnet4 != old.subnet4:
@@ -134,7 +150,12 @@ def _rebase_if_needed(store: Store, old: Settings, new: Settings) -> None:
         store.rebase_pool(Pool(old.subnet4), Pool(new.subnet4), [p.address4 for p in store.peers()])
     if new.subnet6 is not None and new.subnet6 != old.subnet6:
         used6 = [p.address6 for p in store.peers() if p.address6 is not None]
-        store.rebase_pool(Pool(old.subnet6 or new.subnet6), Pool(new.subnet6), used6)
+        pool6 = Pool(new.subnet6)
+        store.rebase_pool(Pool(old.subnet6 or new.subnet6), pool6, used6)
+        # IPv6 turned on after peers exist: give each of them an address in it too.
+        for peer in store.peers():
+            if peer.address6 is None:
+                store.update_peer(replace(peer, address6=store.allocate(pool6)))  # type: ignore[arg-type]
 
 
 def _adopt(store: Store, adopted: adopt_mod.Adopted) -> Settings:
@@ -153,32 +174,81 @@ def _adopt(store: Store, adopted: adopt_mod.Adopted) -> Settings:
 
 
 def init_server(config_dir: Path, request: InitRequest) -> InitResult:
-    """Create or update the server from validated settings; idempotent. Adopts a linuxserver layout."""
-    with _locked(config_dir, create=True):
-        fresh = not (config_dir / STORE_NAME).exists()
+    """Create or update the server from validated settings; idempotent. Adopts a linuxserver layout.
+
+    A failed first init removes what it created (the folder, the store, the lock), so a retry still
+    adopts an existing linuxserver layout and bad input leaves the disk as it was.
+    """
+    created = [p for p in (config_dir, config_dir / STORE_NAME, config_dir / LOCK_NAME) if not p.exists()]
+    try:
+        return _init_server(config_dir, request)
+    except BaseException:
+        _remove_created(config_dir, created)
+        raise
+
+
+def _remove_created(config_dir: Path, created: list[Path]) -> None:
+    if config_dir / STORE_NAME in created:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            (config_dir / f"{STORE_NAME}{suffix}").unlink(missing_ok=True)
+    if config_dir / LOCK_NAME in created:
+        (config_dir / LOCK_NAME).unlink(missing_ok=True)
+    if config_dir in created and config_dir.is_dir() and not any(config_dir.iterdir()):
+        config_dir.rmdir()
+
+
+def _init_server(config_dir: Path, request: InitRequest) -> InitResult:
+    with _locked(config_dir, create=True), Store.open(config_dir) as store:
+        fresh = not store.is_initialized()
         adopted = adopt_mod.adopt_linuxserver(config_dir) if fresh else None
-        with Store.open(config_dir) as store:
-            with store.transaction():
-                if adopted is not None:
-                    _adopt(store, adopted)
-                old = store.settings()
-                new = request.update.apply_to(old)
-                _validate_new_settings(store, old, new)
-                if store.server_key() is None:
-                    store.set_server_key(PrivateKey.generate())
-                if new != old or fresh:
-                    store.save_settings(new)
-                _rebase_if_needed(store, old, new)
-                missing = [p for p in request.peers if not store.has_peer(p.name)]
-                added = [_create_requested(store, new, p) for p in missing]
-                _apply_keepalive_peers(store, request.keepalive_peers)
-                _apply_server_allowed_ips(store, request.peer_routes)
-            changed = tuple(f for f in Settings.__dataclass_fields__ if getattr(old, f) != getattr(new, f))
-            _render_server(config_dir, store)
-            client_change = fresh or any(f in _CLIENT_FACING or f.startswith("subnet") for f in changed)
-            to_render = store.peers() if client_change else added + _peers_missing_files(config_dir, store)
-            _render_peers(config_dir, store, to_render)
-            return InitResult(new, fresh, adopted.source if adopted else None, tuple(p.name for p in added), changed)
+        with store.transaction():
+            if adopted is not None:
+                _adopt(store, adopted)
+            old = store.settings()
+            new = request.update.apply_to(old)
+            _validate_new_settings(store, old, new)
+            if store.server_key() is None:
+                store.set_server_key(PrivateKey.generate())
+            if new != old or fresh:
+                store.save_settings(new)
+            _rebase_if_needed(store, old, new)
+            missing = [p for p in request.peers if not store.has_peer(p.name)]
+            added = [_create_requested(store, new, p) for p in missing]
+            _apply_keepalive_peers(store, request.keepalive_peers)
+            _apply_server_allowed_ips(store, new, request.peer_routes)
+        changed = tuple(f for f in Settings.__dataclass_fields__ if getattr(old, f) != getattr(new, f))
+        if new.interface != old.interface:
+            (config_dir / "wg_confs" / f"{old.interface}.conf").unlink(missing_ok=True)
+        _render_server(config_dir, store)
+        client_change = fresh or any(f in _CLIENT_FACING or f.startswith("subnet") for f in changed)
+        to_render = store.peers() if client_change else added + _peers_missing_files(config_dir, store)
+        _render_peers(config_dir, store, to_render)
+        if new.log_confs:
+            _log_confs(config_dir, store, added)
+        return InitResult(new, fresh, adopted.source if adopted else None, tuple(p.name for p in added), changed)
+
+
+def init_from_sources(config_dir: Path, *, flags: Mapping[str, object] | None = None, peers: str | None = None,
+                      environ: Mapping[str, str] | None = None, settings_file: Path | None = None) -> InitResult:
+    """`bulwark init`: flags beat the linuxserver variables in `environ`, which beat the settings file."""
+    flag_request = InitRequest(
+        update=settings_update(dict(flags or {})),
+        peers=peer_requests(parse_peers(peers), (), {}) if peers else (),
+    )
+    requests = [flag_request, request_from_env(environ or {})]
+    if settings_file is not None:
+        requests.append(request_from_file(settings_file))
+    return init_server(config_dir, combine(*requests))
+
+
+def _log_confs(config_dir: Path, store: Store, peers: list[Peer]) -> None:
+    """LOG_CONFS=true: new peers' QR codes go to the log (the container log), as linuxserver does."""
+    settings = store.settings()
+    public = store.require_server_key().public_key()
+    for peer in peers:
+        if peer.private_key is not None:
+            config = layout.render_client_config(settings, public, peer)
+            log.info("bulwark: peer %s:\n%s", peer.name, qr_terminal(config))
 
 
 def _apply_keepalive_peers(store: Store, names: tuple[str, ...]) -> None:
@@ -188,14 +258,37 @@ def _apply_keepalive_peers(store: Store, names: tuple[str, ...]) -> None:
             store.update_peer(replace(peer, keepalive=DEFAULT_KEEPALIVE))
 
 
-def _apply_server_allowed_ips(store: Store, routes: tuple[tuple[str, tuple], ...]) -> None:
+def _apply_server_allowed_ips(store: Store, settings: Settings, routes: tuple[tuple[str, tuple], ...]) -> None:
     """SERVER_ALLOWEDIPS_PEER_<name> given for an existing peer replaces its routed networks."""
     for name, networks in routes:
         if not store.has_peer(name):
             continue
         peer = store.peer(name)
         if peer.server_allowed_ips != networks:
+            _check_routes_free(store, settings, name, networks)
             store.update_peer(replace(peer, server_allowed_ips=networks))
+
+
+def _check_routes_free(store: Store, settings: Settings, name: str, networks: tuple[IPNetwork, ...]) -> None:
+    """A network can be routed to one peer only, and never over the tunnel subnet itself."""
+    tunnel = [settings.subnet4] + ([settings.subnet6] if settings.subnet6 else [])
+    for net in networks:
+        for subnet in tunnel:
+            if net.version == subnet.version and net.overlaps(subnet):  # type: ignore[arg-type]
+                raise ConflictError(
+                    f"cannot route '{net}' to peer '{name}': it overlaps the tunnel subnet {subnet}: "
+                    f"choose the network behind that peer"
+                )
+        for other in store.peers():
+            if other.name == name:
+                continue
+            clash = next((n for n in other.server_allowed_ips
+                          if n.version == net.version and n.overlaps(net)), None)  # type: ignore[arg-type]
+            if clash is not None:
+                raise ConflictError(
+                    f"cannot route '{net}' to peer '{name}': peer '{other.name}' already has {clash}: "
+                    f"a network can be behind one peer only"
+                )
 
 
 def _peers_missing_files(config_dir: Path, store: Store) -> list[Peer]:
@@ -234,6 +327,8 @@ def _create_peer(
 
 
 def _create_requested(store: Store, settings: Settings, request: PeerRequest) -> Peer:
+    if request.server_allowed_ips:
+        _check_routes_free(store, settings, request.name, request.server_allowed_ips)
     return _create_peer(
         store, settings, request.name, keepalive=request.keepalive, server_allowed_ips=request.server_allowed_ips
     )
@@ -268,11 +363,20 @@ def add_peers(
     wanted = _unique_names(names)
     if public_key is not None and len(wanted) != 1:
         raise InputError(f"--public-key was given with {len(wanted)} peers: add one peer per public key")
+    if server_allowed_ips and len(wanted) != 1:
+        raise InputError(
+            f"--server-allowed-ips was given with {len(wanted)} peers: a network can be behind one peer only, "
+            f"add them one at a time"
+        )
     with _locked(config_dir), _open_existing(config_dir) as store:
         for name in wanted:
             if store.has_peer(name):
                 raise ConflictError(f"a peer named '{name}' already exists: choose another name or remove it first")
         settings = store.settings()
+        if public_key is not None and public_key == store.require_server_key().public_key():
+            raise InputError(f"public key '{public_key}' is the server's own key: give the client's public key")
+        if server_allowed_ips:
+            _check_routes_free(store, settings, wanted[0], server_allowed_ips)
         with store.transaction():
             peers = [
                 _create_peer(store, settings, n, allowed_ips=allowed_ips, server_allowed_ips=server_allowed_ips,
@@ -383,6 +487,14 @@ def peer_qr(config_dir: Path, name: str, endpoint: str | None = None) -> str:
 UP_TIMEOUT = 60.0
 
 
+def _running_gateway(iface: str):
+    """The RuntimeState of a live supervisor for `iface`, or None."""
+    from bulwark_vpn.dataplane import gateway
+
+    state = gateway.RuntimeState.load(iface)
+    return state if state is not None and state.supervisor_alive() else None
+
+
 def _apply_live(config_dir: Path, store: Store, *, upsert: Iterable[Peer] = (), remove: Iterable[Peer] = (),
                 interface: str | None = None) -> None:
     """Apply peer changes to the running gateway at once, touching only these peers."""
@@ -390,17 +502,14 @@ def _apply_live(config_dir: Path, store: Store, *, upsert: Iterable[Peer] = (), 
     from bulwark_vpn.dataplane.runner import Runner
 
     iface = interface or store.settings().interface
-    state = gateway.RuntimeState.load(iface)
-    if state is None or not state.supervisor_alive() or Path(state.config_dir).resolve() != config_dir.resolve():
+    state = _running_gateway(iface)
+    if state is None or Path(state.config_dir).resolve() != config_dir.resolve():
         return
     gateway.apply_peer_changes(Runner(), iface, upsert=upsert, remove=remove)
 
 
 def _prepare_up(config_dir: Path, interface: str | None, backend: str | None, environ: dict[str, str]) -> Settings:
-    from bulwark_vpn.config import combine, request_from_env, settings_update
-
-    flags = InitRequest(update=settings_update({"interface": interface, "backend": backend}))
-    return init_server(config_dir, combine(flags, request_from_env(environ))).settings
+    return init_from_sources(config_dir, flags={"interface": interface, "backend": backend}, environ=environ).settings
 
 
 def bring_up_foreground(config_dir: Path, *, interface: str | None = None, backend: str | None = None,
@@ -452,7 +561,7 @@ def bring_down(config_dir: Path | None, interface: str | None = None) -> bool:
     from bulwark_vpn.dataplane import gateway
 
     iface = interface
-    if iface is None and config_dir is not None:
+    if iface is None and config_dir is not None and (config_dir / STORE_NAME).exists():
         iface = get_settings(config_dir).interface
     if iface is None:
         raise InputError("no interface given: pass --interface or --config-dir")
@@ -468,8 +577,8 @@ def status(config_dir: Path, interface: str | None = None):
 
 def apply_now(config_dir: Path, *, dry_run: bool = False, interface: str | None = None) -> list[str]:
     """Make the live device match the store now; with dry_run only describe the changes."""
-    from bulwark_vpn.dataplane import gateway, wg
-    from bulwark_vpn.dataplane.apply import apply_changes, diff_device
+    from bulwark_vpn.dataplane import gateway
+    from bulwark_vpn.dataplane.apply import apply_device
     from bulwark_vpn.dataplane.runner import Runner
 
     with _open_existing(config_dir) as store:
@@ -477,13 +586,9 @@ def apply_now(config_dir: Path, *, dry_run: bool = False, interface: str | None 
         iface = interface or settings.interface
         desired = gateway.desired_device(settings, store.require_server_key(), store.peers())
     runner = Runner()
-    live = wg.read_device(runner, iface)
-    if live is None:
+    if not gateway.link.link_exists(runner, iface):
         raise NotFoundError(f"interface '{iface}' is not up: run 'bulwark up' first")
-    changes = diff_device(desired, live)
-    if not dry_run and changes:
-        apply_changes(runner, iface, changes)
-    return [change.describe() for change in changes]
+    return [change.describe() for change in apply_device(runner, iface, desired, dry_run=dry_run)]
 
 
 def _discover_endpoint(config_dir: Path, environ: dict[str, str] | None = None) -> None:
@@ -548,6 +653,9 @@ def render_deployment(config_dir: Path, target: str, out_dir: Path, **overrides:
                 for path in sorted(config_dir.rglob("*"))
                 if path.is_file() and not path.name.startswith(".") and "-wal" not in path.name
             )
+    key = overrides.get("aws_ssh_public_key")
+    if isinstance(key, str) and Path(key).expanduser().is_file():
+        overrides["aws_ssh_public_key"] = Path(key).expanduser().read_text().strip()
     options = deploy.DeployOptions.from_settings(
         settings, peers=overrides.pop("peers", None) or peers or None,
         secret_files=secret_files or None, **overrides,
