@@ -62,34 +62,26 @@ def normalize_peer_name(raw: str) -> str:
     return name
 
 
-def parse_port(value: str | int, what: str = "port") -> int:
+def _parse_int(value: str | int, low: int, high: int, what: str, hint: str) -> int:
     try:
-        port = int(value)
+        number = int(value)
     except (TypeError, ValueError):
-        port = -1
-    if not 1 <= port <= 65535:
-        raise InputError(f"invalid {what}: '{value}': use a number from 1 to 65535 (WireGuard's default is 51820)")
-    return port
+        number = low - 1
+    if not low <= number <= high:
+        raise InputError(f"invalid {what}: '{value}': use a number from {low} to {high} ({hint})")
+    return number
+
+
+def parse_port(value: str | int, what: str = "port") -> int:
+    return _parse_int(value, 1, 65535, what, "WireGuard's default is 51820")
 
 
 def parse_mtu(value: str | int) -> int:
-    try:
-        mtu = int(value)
-    except (TypeError, ValueError):
-        mtu = -1
-    if not 1280 <= mtu <= 9000:
-        raise InputError(f"invalid MTU: '{value}': use a number from 1280 to 9000 (1420 suits most paths)")
-    return mtu
+    return _parse_int(value, 1280, 9000, "MTU", "1420 suits most paths")
 
 
 def parse_keepalive(value: str | int) -> int:
-    try:
-        seconds = int(value)
-    except (TypeError, ValueError):
-        seconds = -1
-    if not 0 <= seconds <= 65535:
-        raise InputError(f"invalid keepalive: '{value}': use seconds from 0 to 65535 (25 keeps NAT mappings open)")
-    return seconds
+    return _parse_int(value, 0, 65535, "keepalive", "seconds; 25 keeps NAT mappings open")
 
 
 def parse_bool(value: str | bool, what: str) -> bool:

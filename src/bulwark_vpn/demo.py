@@ -22,6 +22,7 @@ from bulwark_vpn import service
 from bulwark_vpn.config import InitRequest, settings_update
 from bulwark_vpn.dataplane.runner import Runner
 from bulwark_vpn.errors import SystemActionError
+from bulwark_vpn.fsutil import atomic_write
 
 SERVER_IP = "172.31.251.1"
 CLIENT_IP = "172.31.251.2"
@@ -126,8 +127,7 @@ def run_demo(log: Callable[[str], None]) -> DemoResult:
         service.add_peers(lab.config_dir, ["leo_mac"])
         log("bulwark demo: bringing the server up in its namespace")
         lab.bulwark("up")
-        lab.client_conf.write_text(_client_config(lab.config_dir))
-        lab.client_conf.chmod(0o600)
+        atomic_write(lab.client_conf, _client_config(lab.config_dir))
         log(f"bulwark demo: client: wg-quick up with Endpoint = {SERVER_IP}:{FORWARDED_PORT} (the forwarded port)")
         lab.client.run(["wg-quick", "up", str(lab.client_conf)], env={"WG_QUICK_USERSPACE_IMPLEMENTATION": None})
         ping = lab.client.run(["ping", "-c", "3", "-i", "0.3", "-W", "2", "10.13.13.1"], check=False)

@@ -119,15 +119,6 @@ class SettingsUpdate:
 
 
 @dataclass(frozen=True)
-class ServerIdentity:
-    private_key: PrivateKey
-
-    @property
-    def public_key(self) -> PublicKey:
-        return self.private_key.public_key()
-
-
-@dataclass(frozen=True)
 class Peer:
     """One client of the gateway."""
 
