@@ -1,6 +1,7 @@
 """Settings changed under a running gateway: what is applied live, and what is refused."""
 
 import json
+from pathlib import Path
 
 from bulwark_vpn.dataplane.firewall import table_name
 from tests.gwlab import RUN_DIR, Lab
@@ -29,3 +30,38 @@ def test_listen_port_change_is_applied_live(lab: Lab):
     assert "udp dport 51999 accept" in rules
     client, _ = lab.connect("alice", allowed_ips="10.13.13.0/24")
     assert client.ping("10.13.13.1")
+
+
+def _secrets(lab: Lab) -> list[str]:
+    names = ("privatekey-", "presharedkey-")
+    return [p.read_text().strip() for p in lab.config.rglob("*") if p.is_file() and p.name.startswith(names)]
+
+
+def test_no_secret_reaches_any_log_or_command_line(lab: Lab):
+    lab.init("--peers", "alice,bob")
+    up = lab.up()
+    lab.bulwark("peer", "add", "carol")
+    secrets = _secrets(lab)
+    assert len(secrets) == 1 + 3 + 3  # server key, three peer keys, three PSKs
+    supervisor_log = (RUN_DIR / f"{lab.iface}.log").read_text()
+    cmdlines = [p.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                for p in Path("/proc").glob("[0-9]*/cmdline") if p.exists()]
+    for secret in secrets:
+        assert secret not in up.stderr and secret not in supervisor_log
+        assert not any(secret in line for line in cmdlines)
+
+
+def test_down_leaves_other_tables_routes_and_interfaces_alone(lab: Lab):
+    ruleset = (b"table inet someone_else {\n chain forward {\n  type filter hook forward priority 10; policy accept;\n"
+               b"  ip saddr 10.99.0.0/16 counter accept\n }\n}\n")
+    lab.server.run(["nft", "-f", "-"], input=ruleset)
+    lab.server.ip("route", "add", "198.18.0.0/15", "via", "10.0.1.10")
+    lab.init("--peers", "alice")
+    lab.bulwark("peer", "add", "site", "--server-allowed-ips", "192.168.60.0/24")
+    lab.up()
+    assert "192.168.60.0/24" in lab.server.run(["ip", "route"]).stdout.decode()
+    lab.bulwark("down")
+    tables = lab.server.run(["nft", "list", "tables"]).stdout.decode()
+    assert "someone_else" in tables and "bulwark" not in tables
+    routes = lab.server.run(["ip", "route"]).stdout.decode()
+    assert "198.18.0.0/15 via 10.0.1.10" in routes and "192.168.60.0" not in routes and "10.13.13" not in routes
