@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 
-from bulwark_vpn.dataplane import apply, firewall, wg
-from bulwark_vpn.dataplane.apply import AddPeer, DesiredDevice, RemovePeer, SetInterface, UpdatePeer
+from bulwark_vpn.dataplane import apply, firewall, gateway, wg
+from bulwark_vpn.dataplane.apply import AddPeer, Conflict, DesiredDevice, RemovePeer, SetInterface, UpdatePeer
 from bulwark_vpn.dataplane.link import validate_ifname
 from bulwark_vpn.dataplane.runner import RollbackStack, Runner, Undo
 from bulwark_vpn.dataplane.wg import PeerSpec
 from bulwark_vpn.errors import ConflictError, InputError, SystemActionError
 from bulwark_vpn.keys import PresharedKey, PrivateKey
+from bulwark_vpn.model import Peer
 from tests.netns import unique_ifname
 
 SERVER = PrivateKey.generate()
@@ -343,3 +348,86 @@ def test_rollback_stack_keeps_changes_on_success() -> None:
 def test_runner_in_missing_netns_says_so() -> None:
     with pytest.raises(SystemActionError, match="network namespace 'bw-missing-0' does not exist"):
         Runner(netns="bw-missing-0", log=lambda _: None).run(["true"])
+
+
+# --- no-op apply, conflicts ------------------------------------------------------------------
+
+
+def device_equal_to(wanted: DesiredDevice) -> wg.DeviceState:
+    """The live state a device shows once `wanted` is applied (counters and a learned endpoint added)."""
+    peers = {
+        key: wg.DevicePeer(key, spec.preshared_key, "198.51.100.4:40001", spec.allowed_ips, spec.keepalive,
+                           1700000000, 10, 20)
+        for key, spec in wanted.peers.items()
+    }
+    return wg.DeviceState(wanted.private_key, wanted.private_key.public_key(), wanted.listen_port or 0, None, peers)
+
+
+def test_apply_is_a_no_op_when_nothing_differs() -> None:
+    wanted = desired(SPEC_A, SPEC_B, PeerSpec(PrivateKey.generate().public_key(), frozenset({net("10.0.0.3/32")})))
+    live = device_equal_to(wanted)
+    assert apply.diff_device(wanted, live) == []
+    lines: list[str] = []
+    assert apply.apply_device(Runner(log=lines.append, dry_run=True), "wg0", wanted, live=live) == []
+    assert lines == []  # not one command, not even a dry-run one
+
+
+def test_drop_conflicting_peers_keeps_the_first_owner_of_each_network() -> None:
+    site = net("192.168.77.0/24")
+    first = PeerSpec(PEER_A, frozenset({net("10.0.0.2/32"), site}))
+    later = PeerSpec(PEER_B, frozenset({net("10.0.0.3/32"), site}))
+    other = PeerSpec(PrivateKey.generate().public_key(), frozenset({net("10.0.0.4/32")}))
+    kept, conflicts = apply.drop_conflicting_peers({p.public_key: p for p in (first, later, other)})
+    assert list(kept) == [PEER_A, other.public_key]
+    assert conflicts == [Conflict(PEER_B, site, PEER_A)]
+    assert apply.drop_conflicting_peers(kept) == (kept, [])
+
+
+def test_a_conflict_is_described_in_one_line_with_names_and_the_fix() -> None:
+    peers = [Peer(name=name, public_key=key, preshared_key=None, address4=ipaddress.IPv4Address(address))
+             for name, key, address in (("bob", PEER_A, "10.0.0.2"), ("carol", PEER_B, "10.0.0.3"))]
+    line = gateway.describe_conflict(Conflict(PEER_B, net("192.168.77.0/24"), PEER_A), peers)
+    assert "\n" not in line
+    assert "'carol'" in line and "'bob'" in line and "192.168.77.0/24" in line
+    assert "bulwark peer disable carol" in line
+
+
+# --- which process is the supervisor ---------------------------------------------------------
+
+
+def runtime_state(pid: int, pid_start: int | None) -> gateway.RuntimeState:
+    return gateway.RuntimeState(interface="wg0", config_dir="/x", pid=pid, backend="userspace", egress=None,
+                                forwarding_before={}, firewall=True, dns=False, pid_start=pid_start)
+
+
+def test_supervisor_is_the_recorded_process_not_whatever_has_its_pid_now() -> None:
+    me = os.getpid()
+    assert runtime_state(me, gateway.process_start_time(me)).supervisor_alive()
+    assert not runtime_state(me, (gateway.process_start_time(me) or 0) + 1).supervisor_alive()  # a reused pid
+
+
+def test_supervisor_without_a_recorded_start_is_recognized_by_its_command_line() -> None:
+    sleeper = [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"]
+    unrelated = subprocess.Popen(sleeper, stdout=subprocess.PIPE)
+    lookalike = subprocess.Popen([*sleeper, "bulwark_vpn", "up", "--foreground"], stdout=subprocess.PIPE)
+    try:
+        for proc in (unrelated, lookalike):
+            assert proc.stdout is not None and proc.stdout.readline()  # past exec: /proc shows its own argv
+        assert not runtime_state(unrelated.pid, None).supervisor_alive()
+        assert runtime_state(lookalike.pid, None).supervisor_alive()
+    finally:
+        for proc in (unrelated, lookalike):
+            proc.kill()
+            proc.wait()
+
+
+def test_a_zombie_supervisor_is_dead() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass", "bulwark_vpn", "up"])
+    try:
+        deadline = time.monotonic() + 10
+        while gateway.pid_alive(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert os.path.exists(f"/proc/{child.pid}")  # exited but not reaped: a zombie
+        assert not runtime_state(child.pid, None).supervisor_alive()
+    finally:
+        child.wait()

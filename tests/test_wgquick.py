@@ -108,3 +108,58 @@ def test_endpoints():
     for bad in ("host", "host:0", "host:70000", "2001:db8::1:51820", ":51820", "host:port"):
         with pytest.raises(InputError, match="invalid endpoint"):
             parse_endpoint(bad)
+
+
+@pytest.mark.parametrize(
+    "good",
+    ["vpn.example.com:51820", "vpn.example.com.:1", "a:65535", "x-1.y2:51820", "203.0.113.5:51821",
+     "[2001:db8::1]:51820", "[::ffff:192.0.2.1]:5", f"{'a' * 63}.example:51820"],
+)
+def test_endpoint_accepts_ip_addresses_and_dns_names(good):
+    host, port = parse_endpoint(good)
+    assert format_endpoint(host, port) == good
+
+
+@pytest.mark.parametrize(
+    "injection",
+    [
+        "x\nPostUp = touch /tmp/pwn\n#:51820",  # a new line in the rendered config, run as root by wg-quick
+        "x\rPostUp = touch /tmp/pwn\r#:51820",
+        "vpn.example.com:51820\nPostUp = touch /tmp/pwn",
+        "vpn.example.com:51820\n",
+        " vpn.example.com:51820",
+        "vpn example.com:51820",
+        "vpn.example.com\t:51820",
+        "vpn.example.com\x00:51820",
+        "vpn.example.com;touch /tmp/pwn:51820",
+        "$(touch /tmp/pwn):51820",
+        "[2001:db8::1\nPostUp = x]:51820",
+        "[fe80::1%eth0\nPostUp = x]:51820",
+        "[fe80::1%eth0]:51820",
+        "vpn.exämple.com:51820",
+    ],
+)
+def test_endpoint_refuses_injection_attempts_in_one_line(injection):
+    with pytest.raises(InputError, match="invalid endpoint") as info:
+        parse_endpoint(injection)
+    message = str(info.value)
+    assert "\n" not in message and "\r" not in message and "\x00" not in message
+    assert "IP address" in message or "HOST:PORT" in message  # the fix
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["-vpn.example.com:1", "vpn-.example.com:1", "vpn..example.com:1", ".vpn:1", f"{'a' * 64}.example:1",
+     ".".join(["a" * 50] * 5) + ":1", "999.1.1.1:51820", "10.0.0:51820", "[1.2.3.4]:51820", "[vpn.example.com]:1",
+     "under_score.example:1", "host:+5", "host:٣"],
+)
+def test_endpoint_refuses_what_is_not_an_address_or_a_dns_name(bad):
+    with pytest.raises(InputError, match="invalid endpoint"):
+        parse_endpoint(bad)
+
+
+def test_endpoint_error_names_the_value_escaped():
+    with pytest.raises(InputError) as info:
+        parse_endpoint("x\nPostUp = touch /tmp/pwn\n#:51820")
+    assert "'x\\nPostUp = touch /tmp/pwn\\n#:51820'" in str(info.value)
+    assert "vpn.example.com:51820" in str(info.value)

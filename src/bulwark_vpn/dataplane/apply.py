@@ -1,7 +1,8 @@
 """Desired-state apply for a WireGuard device: diff against the live device, change only what differs.
 
 This module owns `DesiredDevice`, the `Change` types (with a human `describe()` for `--dry-run`,
-public keys only, never secrets), `diff_device` (pure), `apply_changes` and `apply_device`.
+public keys only, never secrets), `diff_device` (pure), `apply_changes` and `apply_device`, and the
+rule that one network belongs to one peer (`check_allowed_ips_unique`, `drop_conflicting_peers`).
 Applying a desired state equal to the live one runs no command; adding one peer runs one `wg set`.
 Many new peers at once (first bring-up) go in one `wg addconf` through stdin.
 """
@@ -144,16 +145,45 @@ def peer_differences(desired: PeerSpec, live: DevicePeer) -> frozenset[str]:
     return frozenset(fields)
 
 
+@dataclass(frozen=True)
+class Conflict:
+    """A peer left out of a device because `network` already belongs to an earlier peer, `owner`."""
+
+    public_key: PublicKey
+    network: wg.IPNetwork
+    owner: PublicKey
+
+
+def drop_conflicting_peers(peers: dict[PublicKey, PeerSpec]) -> tuple[dict[PublicKey, PeerSpec], list[Conflict]]:
+    """The peers without each later one that claims a network an earlier (kept) peer has, and why.
+
+    On a device the last peer given a network silently takes it from the other; keeping the first
+    owner and leaving the newcomer out keeps working peers working.
+    """
+    owner: dict[wg.IPNetwork, PublicKey] = {}
+    kept: dict[PublicKey, PeerSpec] = {}
+    conflicts: list[Conflict] = []
+    for key, peer in peers.items():
+        clash = next((net for net in sorted(peer.allowed_ips, key=str) if net in owner), None)
+        if clash is not None:
+            conflicts.append(Conflict(key, clash, owner[clash]))
+            continue
+        kept[key] = peer
+        owner.update(dict.fromkeys(peer.allowed_ips, key))
+    return kept, conflicts
+
+
 def check_allowed_ips_unique(peers: dict[PublicKey, PeerSpec]) -> None:
     """Raise ConflictError if two peers claim the same network (the device would silently move it)."""
-    owner: dict[object, PublicKey] = {}
-    for key, peer in peers.items():
-        if key != peer.public_key:
-            raise ConflictError(f"peer stored under the wrong key: '{peer.public_key}'")
-        for net in peer.allowed_ips:
-            other = owner.setdefault(net, key)
-            if other != key:
-                raise ConflictError(f"allowed IP '{net}' is given to two peers: '{other}' and '{key}'")
+    wrong = next((peer for key, peer in peers.items() if key != peer.public_key), None)
+    if wrong is not None:
+        raise ConflictError(f"peer stored under the wrong key: '{wrong.public_key}'")
+    _, conflicts = drop_conflicting_peers(peers)
+    if conflicts:
+        first = conflicts[0]
+        raise ConflictError(
+            f"allowed IP '{first.network}' is given to two peers: '{first.owner}' and '{first.public_key}'"
+        )
 
 
 def _interface_change(desired: DesiredDevice, live: DeviceState | None) -> SetInterface | None:

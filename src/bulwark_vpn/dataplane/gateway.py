@@ -3,9 +3,12 @@
 One supervisor process owns an interface (`bulwark up --foreground`, or the detached child that plain
 `bulwark up` starts): it creates the link (kernel module, else wireguard-go as its child), loads the
 device, addresses, routes, forwarding, the NAT table and the DNS forwarder, and records what it did in
-/run/bulwark/IFACE.json. Its loop applies store changes made by other processes, repairs drift and
-restarts a dead wireguard-go; on SIGTERM/SIGINT it undoes everything. Per-peer changes from other
-processes are also applied at once by `apply_peer_changes`, one `wg set` per peer.
+/run/bulwark/IFACE.json. Its loop applies store changes made by other processes, repairs drift (peers
+and the routes of networks behind peers) and restarts a dead wireguard-go; on SIGTERM/SIGINT it undoes
+everything. A store it cannot read, or two peers claiming one network (the later one is left off), is
+logged once and the last good state keeps serving: no tunnel goes down for it. Per-peer changes from
+other processes are also applied at once by `apply_peer_changes`, one `wg set` per peer. `down` signals
+only the recorded supervisor process (pid and start time), then removes whatever it left behind.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -22,9 +26,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bulwark_vpn.dataplane import firewall, link, netcfg, wg
-from bulwark_vpn.dataplane.apply import AddPeer, Change, DesiredDevice, RemovePeer, apply_changes, diff_device
+from bulwark_vpn.dataplane.apply import (
+    AddPeer,
+    Change,
+    Conflict,
+    DesiredDevice,
+    RemovePeer,
+    apply_changes,
+    apply_device,
+    diff_device,
+    drop_conflicting_peers,
+)
 from bulwark_vpn.dataplane.runner import RollbackStack, Runner, Undo
-from bulwark_vpn.errors import SystemActionError
+from bulwark_vpn.errors import BulwarkError, SystemActionError
 from bulwark_vpn.fsutil import atomic_write, ensure_private_dir
 from bulwark_vpn.keys import PrivateKey, PublicKey
 from bulwark_vpn.model import Peer, Settings
@@ -61,6 +75,9 @@ class RuntimeState:
     dns: bool
     ready: bool = False
     started_at: float = field(default_factory=time.time)
+    # The supervisor's start time (clock ticks after boot, /proc/PID/stat): with the pid, it names one
+    # process for good, so a pid reused after a crash is never taken for the supervisor.
+    pid_start: int | None = None
 
     def save(self) -> None:
         ensure_private_dir(RUN_DIR)
@@ -76,7 +93,33 @@ class RuntimeState:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def supervisor_alive(self) -> bool:
-        return pid_alive(self.pid)
+        """True if the supervisor that wrote this file still runs. After a crash its pid may belong to
+        any process: that one must match the recorded start time (or, in a file without it, have a
+        `bulwark ... up` command line), so `down` never signals an unrelated process."""
+        if not pid_alive(self.pid):
+            return False
+        if self.pid_start is not None:
+            return process_start_time(self.pid) == self.pid_start
+        return looks_like_supervisor(self.pid)
+
+
+def process_start_time(pid: int) -> int | None:
+    """When `pid` started, in clock ticks after boot (field 22 of /proc/PID/stat); None if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def looks_like_supervisor(pid: int) -> bool:
+    """True if `pid` runs `bulwark up` (as `bulwark`, `python -m bulwark_vpn` or a `bulwark` script)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return False
+    bulwark = any("bulwark_vpn" in arg or Path(arg).name == "bulwark" for arg in argv)
+    return bulwark and "up" in argv
 
 
 def pid_alive(pid: int) -> bool:
@@ -88,7 +131,7 @@ def pid_alive(pid: int) -> bool:
         return True
     try:
         # A zombie (exited, not yet reaped) is not alive.
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] != "Z"
     except (OSError, IndexError):
         return False
 
@@ -114,9 +157,24 @@ def desired_device(settings: Settings, key: PrivateKey, peers: Iterable[Peer]) -
     )
 
 
-def extra_routes(peers: Iterable[Peer]) -> list:
-    """Networks behind peers (site-to-site): the tunnel subnet's own route comes with the address."""
-    return [net for p in peers if p.enabled for net in p.server_allowed_ips]
+def extra_routes(peers: Iterable[Peer], only: Iterable[PublicKey] | None = None) -> list:
+    """Networks behind enabled peers (site-to-site), of the peers in `only` when given: the tunnel
+    subnet's own route comes with the address."""
+    keys = set(only) if only is not None else None
+    return [
+        net for p in peers if p.enabled and (keys is None or p.public_key in keys) for net in p.server_allowed_ips
+    ]
+
+
+def describe_conflict(conflict: Conflict, peers: Iterable[Peer]) -> str:
+    """One line naming the peer left out, the network and who has it, and the fix."""
+    names = {p.public_key: p.name for p in peers}
+    skipped = names.get(conflict.public_key, str(conflict.public_key))
+    owner = names.get(conflict.owner, str(conflict.owner))
+    return (
+        f"bulwark: peer '{skipped}' is left off the device: '{conflict.network}' already belongs to "
+        f"peer '{owner}': disable or remove one of them (bulwark peer disable {skipped})"
+    )
 
 
 def _poke(address) -> None:
@@ -142,14 +200,20 @@ def apply_peer_changes(
         return []
     changes: list[Change] = []
     routes: list = []
+    unrouted: list = []
     for peer in upsert:
         if peer.enabled:
             changes.append(AddPeer(peer_spec(peer)))
             routes += peer.server_allowed_ips
         else:
             changes.append(RemovePeer(peer.public_key))
-    changes += [RemovePeer(peer.public_key) for peer in remove]
+            unrouted += peer.server_allowed_ips
+    for peer in remove:
+        changes.append(RemovePeer(peer.public_key))
+        unrouted += peer.server_allowed_ips
     apply_changes(runner, iface, changes)
+    if unrouted:
+        netcfg.remove_routes(runner, iface, unrouted)
     if routes:
         netcfg.ensure_routes(runner, iface, routes)
     return changes
@@ -174,16 +238,29 @@ class Gateway:
         self._revision = -1
         self._desired: DesiredDevice | None = None
         self._peers: list[Peer] = []
+        self._conflicts: set[Conflict] = set()
         # Where online peers were last seen, to reconnect them at once after a wireguard-go restart.
         self._endpoints: dict[PublicKey, str] = {}
 
     # -- bring-up --
 
     def _load(self) -> None:
-        self._revision = self.store.revision()
-        self.settings = self.store.settings()
-        self._peers = self.store.peers()
-        self._desired = desired_device(self.settings, self.store.require_server_key(), self._peers)
+        """Read the store; all or nothing, so a failed read leaves the last good desired state in force."""
+        revision = self.store.revision()
+        settings = self.store.settings()
+        peers = self.store.peers()
+        desired = desired_device(settings, self.store.require_server_key(), peers)
+        kept, conflicts = drop_conflicting_peers(desired.peers)
+        for conflict in conflicts:
+            if conflict not in self._conflicts:  # said once, not at every store change
+                self.log(describe_conflict(conflict, peers))
+        self._conflicts = set(conflicts)
+        self._revision, self.settings, self._peers = revision, settings, peers
+        self._desired = DesiredDevice(desired.private_key, desired.listen_port, kept)
+
+    def _wanted_routes(self) -> list:
+        assert self._desired is not None  # noqa: S101 - _load ran
+        return extra_routes(self._peers, only=self._desired.peers)
 
     def _create_link(self) -> str:
         backend = self.settings.backend
@@ -204,7 +281,7 @@ class Gateway:
             undos.append(netcfg.set_mtu(self.runner, self.iface, self.settings.mtu))
         undos += netcfg.ensure_addresses(self.runner, self.iface, self.settings.server_addresses)
         undos.append(netcfg.set_up(self.runner, self.iface))
-        undos += netcfg.ensure_routes(self.runner, self.iface, extra_routes(self._peers))
+        undos += netcfg.ensure_routes(self.runner, self.iface, self._wanted_routes())
         return undos
 
     def _egress(self) -> str | None:
@@ -257,7 +334,7 @@ class Gateway:
             self.state = RuntimeState(
                 interface=self.iface, config_dir=str(self.config_dir.resolve()), pid=os.getpid(), backend=backend,
                 egress=egress, forwarding_before={"ipv4": before.ipv4, "ipv6": before.ipv6}, firewall=True,
-                dns=dns_undo is not None, ready=True,
+                dns=dns_undo is not None, ready=True, pid_start=process_start_time(os.getpid()),
             )
             self.state.save()
         return self.state
@@ -296,14 +373,13 @@ class Gateway:
         if live is None:
             return []
         self._remember_endpoints(live)
-        changes = diff_device(self._desired, live)
+        changes = apply_device(self.runner, self.iface, self._desired, live=live)
         if changes:
             for change in changes:
                 self.log(f"[#] sync: {change.describe()}")
-            apply_changes(self.runner, self.iface, changes)
             # A peer put back after being removed by hand lost its session: reconnect it now.
             self._reconnect_peers({c.peer.public_key for c in changes if isinstance(c, AddPeer)})
-        netcfg.ensure_routes(self.runner, self.iface, extra_routes(self._peers))
+        netcfg.sync_routes(self.runner, self.iface, self._wanted_routes())
         return changes
 
     def _settings_changed(self, old: Settings) -> None:
@@ -334,7 +410,8 @@ class Gateway:
         """A new or re-added device peer has no session and the server does not know where the client is;
         the client only re-handshakes after ~15 s of silence. Restore its endpoint and send one packet
         toward it: that makes the server initiate the handshake now."""
-        by_key = {p.public_key: p for p in self._peers if p.enabled}
+        wanted = self._desired.peers if self._desired is not None else {}
+        by_key = {p.public_key: p for p in self._peers if p.public_key in wanted}
         for key, endpoint in self._endpoints.items():
             peer = by_key.get(key)
             if peer is None or (only is not None and key not in only):
@@ -370,6 +447,7 @@ class Gateway:
         """Until `stop` is set: apply store changes, repair drift, restart a dead wireguard-go."""
         last_drift = time.monotonic()
         interval = DRIFT_INTERVAL
+        last_error: str | None = None
         while not stop.wait(POLL_INTERVAL):
             try:
                 if self._link_lost():
@@ -382,11 +460,17 @@ class Gateway:
                     last_drift = now
                     self.sync()
                     self._check_firewall()
+                    last_error = None  # a whole pass worked: the next failure is news again
                     interval = max(DRIFT_INTERVAL, (time.monotonic() - now) / DRIFT_DUTY)
             except LinkLost:
                 raise
-            except SystemActionError as exc:
-                self.log(f"bulwark: supervisor: {exc}")
+            except (BulwarkError, sqlite3.Error) as exc:
+                # The device keeps the last state applied and the next pass retries: a store that cannot be
+                # read, or a command that fails, must not take every tunnel down. Said once, not each pass.
+                message = f"bulwark: supervisor: {exc}"
+                if message != last_error:
+                    self.log(message)
+                last_error = message
 
     # -- teardown --
 
@@ -433,16 +517,23 @@ def stop_gateway(iface: str, runner: Runner | None = None, timeout: float = 15.0
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and state.supervisor_alive():
             time.sleep(0.05)
-        if not state.supervisor_alive():
-            (RUN_DIR / f"{iface}.log").unlink(missing_ok=True)
-            return True
-        raise SystemActionError(f"the supervisor of '{iface}' (pid {state.pid}) did not stop in {timeout:g}s")
-    found = state is not None or link.link_exists(runner, iface) or firewall.firewall_present(runner, iface)
-    if not found:
+        if state.supervisor_alive():
+            raise SystemActionError(f"the supervisor of '{iface}' (pid {state.pid}) did not stop in {timeout:g}s")
+        if _leftovers(runner, iface):
+            # Its teardown stopped partway (a failed command, a kill during it): finish the job.
+            LOGGER.warning("bulwark: the supervisor of %s left parts of the gateway behind; removing them", iface)
+            release_system(runner, iface, state)
+    elif _leftovers(runner, iface):
+        release_system(runner, iface, state)
+    else:
         return False
-    release_system(runner, iface, state)
     (RUN_DIR / f"{iface}.log").unlink(missing_ok=True)
     return True
+
+
+def _leftovers(runner: Runner, iface: str) -> bool:
+    """True if the state file, the link or the firewall table of `iface` is still there."""
+    return state_path(iface).exists() or link.link_exists(runner, iface) or firewall.firewall_present(runner, iface)
 
 
 def release_system(runner: Runner, iface: str, state: RuntimeState | None) -> None:

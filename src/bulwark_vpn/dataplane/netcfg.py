@@ -1,7 +1,8 @@
 """IP configuration around the WireGuard link: addresses, MTU, up/down, routes, forwarding, egress.
 
 Everything goes through a `Runner` (so it works inside a network namespace), each change is logged,
-and each change returns an `Undo` that reverses it (push it on a `RollbackStack`).
+and each change returns an `Undo` that reverses it (push it on a `RollbackStack`). Routes Bulwark adds
+are tagged (`ROUTE_PROTOCOL`) so that `sync_routes` removes only its own.
 """
 
 from __future__ import annotations
@@ -113,11 +114,21 @@ def set_down(runner: Runner, iface: str) -> None:
 # --- routes -----------------------------------------------------------------------------------
 
 
-def routes_on(runner: Runner, iface: str) -> set[IPNetwork]:
-    """The destinations routed to `iface` in the main table (IPv4 and IPv6, link-local excluded)."""
+# Routes Bulwark adds carry this protocol number (unassigned in iproute2's rt_protos), so a sync deletes
+# only routes it added: connected subnets (proto kernel), link-local ones, and routes an admin or a
+# routing daemon put on the interface are never touched.
+ROUTE_PROTOCOL = "98"
+
+
+def routes_on(runner: Runner, iface: str, *, ours: bool = False) -> set[IPNetwork]:
+    """The destinations routed to `iface` in the main table (IPv4 and IPv6, link-local excluded).
+
+    With `ours=True`, only the routes Bulwark added (tagged with ROUTE_PROTOCOL).
+    """
     found: set[IPNetwork] = set()
+    only = ["proto", ROUTE_PROTOCOL] if ours else []
     for family in ("-4", "-6"):
-        for route in _json(runner, ["ip", family, "-j", "route", "show", "dev", iface]):
+        for route in _json(runner, ["ip", family, "-j", "route", "show", "dev", iface, *only]):
             dst = route.get("dst", "")
             if dst == "default":
                 dst = "0.0.0.0/0" if family == "-4" else "::/0"
@@ -127,21 +138,64 @@ def routes_on(runner: Runner, iface: str) -> set[IPNetwork]:
     return found
 
 
-def add_route(runner: Runner, iface: str, network: IPNetwork) -> Undo:
-    """Route `network` to `iface`; the undo removes the route."""
-    runner.run(["ip", _family(network), "route", "add", str(network), "dev", iface])
+def _route_argv(verb: str, iface: str, network: IPNetwork) -> list[str]:
+    tag = ["proto", ROUTE_PROTOCOL] if verb == "add" else []
+    return ["ip", _family(network), "route", verb, str(network), "dev", iface, *tag]
+
+
+def _route_undo(runner: Runner, iface: str, network: IPNetwork) -> Undo:
     return Undo(f"remove route {network} dev {iface}", lambda: remove_route(runner, iface, network))
+
+
+def add_route(runner: Runner, iface: str, network: IPNetwork) -> Undo:
+    """Route `network` to `iface` (tagged as Bulwark's); the undo removes the route."""
+    runner.run(_route_argv("add", iface, network))
+    return _route_undo(runner, iface, network)
 
 
 def remove_route(runner: Runner, iface: str, network: IPNetwork) -> None:
     """Remove the route of `network` to `iface`."""
-    runner.run(["ip", _family(network), "route", "del", str(network), "dev", iface])
+    runner.run(_route_argv("del", iface, network))
+
+
+# A peer command and the supervisor may change the same route at the same moment: the loser's
+# "already there" / "already gone" is the outcome both wanted, not a failure.
+_RACE_LOST = {"add": "File exists", "del": "No such process"}
+
+
+def _change_route(runner: Runner, verb: str, iface: str, network: IPNetwork) -> bool:
+    """Add or delete one route; False if another process did it first."""
+    argv = _route_argv(verb, iface, network)
+    result = runner.run(argv, check=False)
+    if result.returncode == 0:
+        return True
+    if _RACE_LOST[verb] in result.stderr.decode(errors="replace"):
+        return False
+    raise runner.failure(argv, result)
 
 
 def ensure_routes(runner: Runner, iface: str, networks: Iterable[IPNetwork]) -> list[Undo]:
     """Add the routes to `iface` that are missing; return the undos of those added."""
     present = routes_on(runner, iface)
-    return [add_route(runner, iface, n) for n in networks if n not in present]
+    added = [n for n in dict.fromkeys(networks) if n not in present and _change_route(runner, "add", iface, n)]
+    return [_route_undo(runner, iface, n) for n in added]
+
+
+def remove_routes(runner: Runner, iface: str, networks: Iterable[IPNetwork]) -> list[IPNetwork]:
+    """Remove those of `networks` that Bulwark routed to `iface`; return the ones removed."""
+    ours = routes_on(runner, iface, ours=True)
+    return [n for n in dict.fromkeys(networks) if n in ours and _change_route(runner, "del", iface, n)]
+
+
+def sync_routes(runner: Runner, iface: str, wanted: Iterable[IPNetwork]) -> tuple[list[IPNetwork], list[IPNetwork]]:
+    """Route exactly `wanted` to `iface`: add the missing routes, remove Bulwark's routes nobody wants
+    (other routes on the interface are left alone). Return (added, removed); no command when in sync."""
+    wanted = list(dict.fromkeys(wanted))
+    present = routes_on(runner, iface)
+    ours = routes_on(runner, iface, ours=True)
+    removed = [n for n in sorted(ours, key=str) if n not in wanted and _change_route(runner, "del", iface, n)]
+    added = [n for n in wanted if n not in present and _change_route(runner, "add", iface, n)]
+    return added, removed
 
 
 # --- forwarding -------------------------------------------------------------------------------

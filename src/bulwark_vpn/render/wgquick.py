@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from bulwark_vpn.errors import InputError
 from bulwark_vpn.keys import PresharedKey, PrivateKey, PublicKey
@@ -171,19 +172,50 @@ def format_endpoint(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
+_DNS_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def _valid_host(host: str, bracketed: bool) -> bool:
+    """An IP address ([IPv6] only in brackets) or a DNS name: nothing else may reach a config line."""
+    if not host.isascii() or not host.isprintable() or "%" in host:  # no scope id: it names a local interface
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if bracketed or address is not None:
+        return address is not None and (address.version == 6) == bracketed
+    labels = host.removesuffix(".").split(".")  # a fully qualified name may end with a dot
+    if len(host) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
+        return False
+    # All-numeric labels are a mistyped IPv4 address (999.1.1.1), not a name.
+    return not all(label.isdigit() for label in labels)
+
+
 def parse_endpoint(text: str) -> tuple[str, int]:
-    """Parse HOST:PORT or [IPv6]:PORT; raise InputError naming the value otherwise."""
-    value = text.strip()
+    """Parse HOST:PORT or [IPv6]:PORT; raise InputError naming the value otherwise.
+
+    HOST is an IP address or a DNS name (labels of letters, digits and '-'). Whitespace (even around
+    the value), control characters and anything else are refused: the endpoint is written into wg-quick
+    files, where a newline would smuggle in a line such as `PostUp = ...` that wg-quick runs as root.
+    """
+    shown = text.encode("unicode_escape").decode("ascii")  # one line, control characters visible
+    value = text  # not stripped: the text is written into configs as given, so it must be clean as is
+    bracketed = value.startswith("[")
     host, port_text = "", ""
-    if value.startswith("["):
+    if bracketed:
         host, _, rest = value[1:].partition("]")
         port_text = rest[1:] if rest.startswith(":") else ""
     else:
         host, _, port_text = value.rpartition(":")
-    bad = InputError(f"invalid endpoint: '{text}': use HOST:PORT, e.g. 203.0.113.5:51821 or [2001:db8::1]:51820")
-    if not host or (":" in host and not value.startswith("[")) or not port_text.isdigit():
-        raise bad
-    port = int(port_text)
-    if not 1 <= port <= 65535:
-        raise bad
-    return host, port
+    if not host or not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
+        raise InputError(
+            f"invalid endpoint: '{shown}': use HOST:PORT with a port from 1 to 65535, "
+            f"e.g. 203.0.113.5:51821 or [2001:db8::1]:51820"
+        )
+    if not _valid_host(host, bracketed):
+        raise InputError(
+            f"invalid endpoint: '{shown}': the host must be an IP address (IPv6 in brackets, [2001:db8::1]) "
+            f"or a DNS name of letters, digits, '-' and '.', e.g. vpn.example.com:51820"
+        )
+    return host, int(port_text)
