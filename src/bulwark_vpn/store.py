@@ -202,7 +202,12 @@ class Store:
 
     def settings(self) -> Settings:
         stored = dict(self._conn.execute("SELECT key, value FROM settings").fetchall())
-        return _settings_from_json(stored)
+        try:
+            return _settings_from_json(stored)
+        except (ValueError, TypeError) as exc:
+            raise StoreError(
+                f"the store '{self.path}' holds a damaged setting ({exc}): restore it from a backup"
+            ) from None
 
     def save_settings(self, settings: Settings) -> None:
         with self.transaction():
@@ -218,7 +223,16 @@ class Store:
 
     def peers(self) -> list[Peer]:
         rows = self._conn.execute(f"SELECT {_PEER_COLUMNS} FROM peers ORDER BY id").fetchall()  # noqa: S608
-        return [_peer_from_row(row) for row in rows]
+        return [self._peer(row) for row in rows]
+
+    def _peer(self, row: tuple) -> Peer:
+        try:
+            return _peer_from_row(row)
+        except (ValueError, TypeError) as exc:
+            # Keys and addresses are validated on the way in; a bad one means the file was damaged.
+            raise StoreError(
+                f"the store '{self.path}' holds a damaged peer '{row[0]}' ({exc}): restore it from a backup"
+            ) from None
 
     def server_peer_rows(self) -> list[tuple]:
         """Enabled peers as (name, public key, PSK, address4, address6, routed networks, keepalive) text,
@@ -233,7 +247,7 @@ class Store:
         row = self._conn.execute(f"SELECT {_PEER_COLUMNS} FROM peers WHERE name=?", (name,)).fetchone()  # noqa: S608
         if row is None:
             raise NotFoundError(f"no peer named '{name}': see 'bulwark peer list'")
-        return _peer_from_row(row)
+        return self._peer(row)
 
     def has_peer(self, name: str) -> bool:
         return self._conn.execute("SELECT 1 FROM peers WHERE name=?", (name,)).fetchone() is not None

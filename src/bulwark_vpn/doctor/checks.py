@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from bulwark_vpn.dataplane import dns, firewall, link
 from bulwark_vpn.dataplane.apply import AddPeer, RemovePeer, SetInterface, UpdatePeer, diff_device
-from bulwark_vpn.dataplane.gateway import ONLINE_WINDOW, pid_alive
+from bulwark_vpn.dataplane.gateway import ONLINE_WINDOW
 from bulwark_vpn.dataplane.runner import Runner
 from bulwark_vpn.doctor.common import address_kind, listing, plural, resolve
 from bulwark_vpn.doctor.facts import ServerContext
@@ -180,7 +180,7 @@ def check_supervisor(ctx: ServerContext) -> CheckResult:
                                       "drift, store changes and crashes are not handled",
                         f"take it down (wg-quick down {ctx.iface}, or ip link del {ctx.iface}), then {ctx.cli('up')}")
         return skip("supervisor", f"no gateway runs on '{ctx.iface}' (see the interface check)")
-    if not pid_alive(state.pid):
+    if not state.supervisor_alive():
         return fail("supervisor", f"the supervisor of '{ctx.iface}' (pid {state.pid}) is gone: nothing repairs "
                                   "drift or restarts wireguard-go", restart)
     if _process_state(state.pid) in ("T", "t"):
@@ -199,11 +199,11 @@ def check_interface(ctx: ServerContext) -> CheckResult:
     if not ctx.link_exists:
         evidence = f"interface '{iface}' does not exist"
         state = ctx.state
-        if state is not None and pid_alive(state.pid) and _process_state(state.pid) in ("T", "t"):
+        if state is not None and state.supervisor_alive() and _process_state(state.pid) in ("T", "t"):
             return fail("interface", f"{evidence} and its supervisor (pid {state.pid}) is stopped, so it cannot "
                                      "restart wireguard-go",
                         f"kill -CONT {state.pid} (the supervisor then recreates it)")
-        if state is not None and pid_alive(state.pid):
+        if state is not None and state.supervisor_alive():
             return fail("interface", f"{evidence} while its supervisor (pid {state.pid}) runs",
                         f"{ctx.cli('down')} && {ctx.cli('up')}")
         return fail("interface", f"{evidence}: the gateway is not running", ctx.cli("up"))
@@ -532,7 +532,7 @@ def check_dns(ctx: ServerContext) -> CheckResult:
     listen = [str(a.ip) for a in ctx.settings.server_addresses]
     where = ", ".join(_host_port(a, 53) for a in listen)
     state = ctx.state
-    if state is not None and pid_alive(state.pid) and _process_state(state.pid) in ("T", "t"):
+    if state is not None and state.supervisor_alive() and _process_state(state.pid) in ("T", "t"):
         # The forwarder is a thread of the supervisor: no need to wait for a query to time out.
         return fail("dns", f"no DNS answer can come from {where}: the forwarder's process, the supervisor (pid "
                            f"{state.pid}), is stopped", f"kill -CONT {state.pid}")

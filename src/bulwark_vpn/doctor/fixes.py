@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from bulwark_vpn.dataplane import firewall, netcfg, wg
-from bulwark_vpn.dataplane.apply import apply_changes, diff_device
+from bulwark_vpn.dataplane import firewall, netcfg
+from bulwark_vpn.dataplane.apply import apply_device
 from bulwark_vpn.dataplane.runner import Runner
 from bulwark_vpn.doctor.facts import read_store
 from bulwark_vpn.doctor.model import CheckResult, FixOutcome
-from bulwark_vpn.errors import BulwarkError, NotFoundError, StoreError
+from bulwark_vpn.errors import BulwarkError, StoreError
 
 # Independent host settings first; the device apply last (the only fix that can fail on a busy system).
 _ORDER = {"chmod": 0, "forwarding": 1, "sysctl": 2, "firewall": 3, "apply": 4}
@@ -91,11 +91,7 @@ def _apply(runner: Runner, params: dict[str, Any]) -> str:
     if not view.usable or view.settings is None or view.server_key is None:
         raise StoreError(f"cannot read the store in '{params['config_dir']}': {view.problem}")
     iface = params["interface"]
-    live = wg.read_device(runner, iface)
-    if live is None:
-        raise NotFoundError(f"interface '{iface}' is not up: run 'bulwark up' first")
-    changes = diff_device(desired_device(view.settings, view.server_key, view.peers), live)
-    apply_changes(runner, iface, changes)
+    changes = apply_device(runner, iface, desired_device(view.settings, view.server_key, view.peers))
     return f"applied {len(changes)} change{'s' if len(changes) != 1 else ''} to {iface}"
 
 
