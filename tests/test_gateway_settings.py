@@ -65,3 +65,13 @@ def test_down_leaves_other_tables_routes_and_interfaces_alone(lab: Lab):
     assert "someone_else" in tables and "bulwark" not in tables
     routes = lab.server.run(["ip", "route"]).stdout.decode()
     assert "198.18.0.0/15 via 10.0.1.10" in routes and "192.168.60.0" not in routes and "10.13.13" not in routes
+
+
+def test_ipv6_forwarding_keeps_router_advertisements_on_the_egress(lab: Lab):
+    lab.init("--peers", "alice", "--subnet6", "fd13:13:13::/64")
+    egress = json.loads(lab.server.run(["ip", "-j", "route", "show", "default"]).stdout)[0]["dev"]
+    sysctl = f"net.ipv6.conf.{egress}.accept_ra"
+    assert lab.server.run(["sysctl", "-n", sysctl]).stdout.decode().strip() == "1"
+    lab.up()
+    assert lab.server.run(["sysctl", "-n", "net.ipv6.conf.all.forwarding"]).stdout.decode().strip() == "1"
+    assert lab.server.run(["sysctl", "-n", sysctl]).stdout.decode().strip() == "2"

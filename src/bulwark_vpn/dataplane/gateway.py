@@ -325,8 +325,10 @@ class Gateway:
             self._load_device()
             stack.push(self._configure_link())
             ipv6 = True if self.settings.subnet6 is not None else None
-            stack.push(netcfg.set_forwarding(self.runner, ipv4=True, ipv6=ipv6))
             egress = self._egress()
+            if ipv6 and egress is not None:
+                self._keep_router_advertisements(egress)
+            stack.push(netcfg.set_forwarding(self.runner, ipv4=True, ipv6=ipv6))
             stack.push(firewall.install_firewall(self.runner, self._firewall_spec(egress)))
             dns_undo = self._start_dns()
             if dns_undo is not None:
@@ -338,6 +340,15 @@ class Gateway:
             )
             self.state.save()
         return self.state
+
+    def _keep_router_advertisements(self, egress: str) -> None:
+        """IPv6 forwarding makes an interface with accept_ra=1 ignore router advertisements, and a SLAAC
+        host would lose its IPv6 default route. accept_ra=2 keeps them (and means the same as 1 once
+        forwarding is off again, so it is left in place after `down`)."""
+        name = f"net.ipv6.conf.{egress}.accept_ra"
+        current = self.runner.run(["sysctl", "-n", name], check=False, quiet=True).stdout.decode().strip()
+        if current == "1":
+            self.runner.run(["sysctl", "-q", "-w", f"{name}=2"])
 
     def _refuse_if_running(self) -> None:
         state = RuntimeState.load(self.iface)
