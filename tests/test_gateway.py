@@ -370,7 +370,7 @@ def test_a_store_row_the_supervisor_cannot_read_leaves_the_tunnels_up(lab: Lab):
     assert pid_alive(pid) and alice in lab.device_peers()
     assert client.ping("10.13.13.1")  # the last good state is still served
     log = (RUN_DIR / f"{lab.iface}.log").read_text()
-    assert log.count("bulwark: supervisor: invalid public key: 'damaged'") == 1  # said once, not each poll
+    assert log.count("holds a damaged peer 'alice' (invalid public key: 'damaged'") == 1  # said once, not each poll
     set_key(alice)
     service.add_peers(lab.config, ["bob"])
     lab.wait_for(lambda: _public_keys(lab)["bob"] in lab.device_peers(), 2)  # serving the store again
