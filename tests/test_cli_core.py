@@ -371,3 +371,36 @@ def test_sigkill_in_the_middle_of_adds_leaves_a_store_holding_every_returned_add
     assert set(returned) <= peers  # every add that returned is there (at most one more was in flight)
     assert len(peers - set(returned)) <= 1
     bulwark("peer", "add", "after", "--config-dir", str(config))  # and the store still works
+
+
+def test_kubernetes_secret_holds_a_consistent_store_snapshot(tmp_path):
+    import base64
+    import sqlite3
+
+    import yaml
+
+    config = tmp_path / "c"
+    bulwark("init", "--config-dir", str(config), "--peers", "a", "--server-url", "vpn.example.com")
+    # A reader keeps the WAL alive, as a running supervisor does: the last add lives only in the WAL.
+    holder = sqlite3.connect(config / "bulwark.db", isolation_level=None)
+    holder.execute("BEGIN")
+    holder.execute("SELECT COUNT(*) FROM peers").fetchone()  # an open read: the WAL cannot be checkpointed
+    bulwark("peer", "add", "b", "--config-dir", str(config))
+    (tmp_path / "copy.db").write_bytes((config / "bulwark.db").read_bytes())
+    copied = sqlite3.connect(tmp_path / "copy.db")
+    assert {r[0] for r in copied.execute("SELECT name FROM peers")} == {"a"}  # what a byte copy would ship
+    copied.close()
+    out = tmp_path / "k8s"
+    bulwark("deploy", "kubernetes", "--storage", "secret", "--config-dir", str(config), "--out", str(out))
+    holder.close()
+    secret = next(d for d in yaml.safe_load_all((out / "bulwark.yaml").read_text()) if d and d["kind"] == "Secret")
+    data = secret.get("data") or {}
+    names = set(data)
+    assert not any(n.endswith(("-wal", "-shm")) or "lock" in n for n in names)
+    db_key = next(n for n in names if n.endswith("bulwark.db"))
+    snapshot = tmp_path / "snap.db"
+    snapshot.write_bytes(base64.b64decode(data[db_key]))
+    conn = sqlite3.connect(snapshot)
+    assert {r[0] for r in conn.execute("SELECT name FROM peers")} == {"a", "b"}
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()

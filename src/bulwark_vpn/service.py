@@ -627,6 +627,31 @@ def _discover_endpoint(config_dir: Path, environ: dict[str, str] | None = None) 
     log.info("bulwark: public address %s (from %s)", address, found[-1].source if found else "?")
 
 
+def _config_dir_snapshot(config_dir: Path) -> tuple[tuple[str, bytes], ...]:
+    """The config dir's files for a Kubernetes Secret: the store as a consistent SQLite snapshot (a live
+    gateway keeps recent writes in the WAL, which a byte copy of the main file would miss), the rendered
+    files as they are; no WAL, shared-memory or lock files."""
+    import sqlite3
+    import tempfile
+
+    files = [
+        (str(path.relative_to(config_dir)), path.read_bytes())
+        for path in sorted(config_dir.rglob("*"))
+        if path.is_file() and not path.name.startswith(".") and not path.name.startswith(STORE_NAME)
+    ]
+    with tempfile.TemporaryDirectory() as tmp, _open_existing(config_dir):
+        snapshot = Path(tmp) / STORE_NAME
+        source = sqlite3.connect(config_dir / STORE_NAME)
+        target = sqlite3.connect(snapshot)
+        try:
+            source.backup(target)
+        finally:
+            target.close()
+            source.close()
+        files.append((STORE_NAME, snapshot.read_bytes()))
+    return tuple(files)
+
+
 # -- deployment files ---------------------------------------------------------------------------------
 
 DEPLOY_TARGETS = ("docker", "kubernetes", "terraform", "systemd")
@@ -648,11 +673,7 @@ def render_deployment(config_dir: Path, target: str, out_dir: Path, **overrides:
             settings = store.settings()
             peers = tuple(p.name for p in store.peers())
         if overrides.get("storage") == "secret":
-            secret_files = tuple(
-                (str(path.relative_to(config_dir)), path.read_bytes())
-                for path in sorted(config_dir.rglob("*"))
-                if path.is_file() and not path.name.startswith(".") and "-wal" not in path.name
-            )
+            secret_files = _config_dir_snapshot(config_dir)
     key = overrides.get("aws_ssh_public_key")
     if isinstance(key, str) and Path(key).expanduser().is_file():
         overrides["aws_ssh_public_key"] = Path(key).expanduser().read_text().strip()
