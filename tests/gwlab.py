@@ -18,6 +18,15 @@ RUN_DIR = Path("/run/bulwark")
 SERVER_WAN = "192.0.2.1"
 VPC_HOST = "10.0.1.10"
 VPC_GATEWAY = "10.0.1.1"
+# A DNS server in the VPC namespace that knows db.vpc.internal (run with `lab.vpc.python(VPC_DNS)`).
+VPC_DNS = (
+    "from dnslib.server import DNSServer\n"
+    "from dnslib.zoneresolver import ZoneResolver\n"
+    "import time\n"
+    "r = ZoneResolver('db.vpc.internal. 60 IN A 10.0.1.20\\n')\n"
+    f"DNSServer(r, address='{VPC_HOST}', port=53).start_thread()\n"
+    "time.sleep(3600)\n"
+)
 
 
 @dataclass
@@ -49,8 +58,8 @@ class Lab:
             text = re.sub(r"(?m)^AllowedIPs = .*$", f"AllowedIPs = {allowed_ips}", text)
         return text
 
-    def connect(self, name: str, *, allowed_ips: str | None = None) -> tuple[Netns, str]:
-        """A new client namespace on the server's "WAN" veth, running `wg-quick up` with NAME's config."""
+    def add_client(self) -> Netns:
+        """A new client namespace on its own veth to the server ("the internet"), no tunnel yet."""
         client = self.factory()
         host = self._next_host
         self._next_host += 1
@@ -58,6 +67,11 @@ class Lab:
         # Only the server's public address is routed: without the tunnel nothing else is reachable.
         client.ip("route", "add", f"{SERVER_WAN}/32", "via", f"172.31.{host}.1")
         self.clients.append(client)
+        return client
+
+    def connect(self, name: str, *, allowed_ips: str | None = None) -> tuple[Netns, str]:
+        """A new client namespace running `wg-quick up` with NAME's generated config."""
+        client = self.add_client()
         iface = self.factory.wg_quick_up(client, self.client_config(name, allowed_ips=allowed_ips))
         return client, iface
 

@@ -14,21 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bulwark_vpn.keys import PresharedKey, PrivateKey
-from tests.gwlab import RUN_DIR, SERVER_WAN, VPC_HOST, Lab
-from tests.netns import Netns, veth
+from tests.gwlab import RUN_DIR, VPC_DNS, VPC_HOST, Lab
+from tests.netns import Netns
 
 # An upstream that refuses at once (nothing listens on the server namespace's 127.0.0.1:53): the forwarder then
 # answers SERVFAIL immediately, so the dns check does not wait for the host's unreachable resolver.
 FAST_RESOLV_CONF = "nameserver 127.0.0.1\n"
 
-VPC_DNS = (
-    "from dnslib.server import DNSServer\n"
-    "from dnslib.zoneresolver import ZoneResolver\n"
-    "import time\n"
-    "r = ZoneResolver('db.vpc.internal. 60 IN A 10.0.1.20\\n')\n"
-    f"DNSServer(r, address='{VPC_HOST}', port=53).start_thread()\n"
-    "time.sleep(3600)\n"
-)
 
 
 @dataclass
@@ -84,13 +76,7 @@ def supervisor_stopped(lab: Lab) -> Iterator[int]:
 
 def bare_client(lab: Lab) -> Netns:
     """A client namespace wired to the server like `lab.connect`, without starting wg-quick."""
-    client = lab.factory()
-    host = lab._next_host
-    lab._next_host += 1
-    veth(lab.server, client, f"172.31.{host}.1/24", f"172.31.{host}.2/24")
-    client.ip("route", "add", f"{SERVER_WAN}/32", "via", f"172.31.{host}.1")
-    lab.clients.append(client)
-    return client
+    return lab.add_client()
 
 
 def peer_conf(lab: Lab, name: str, *, endpoint: str | None = None) -> str:

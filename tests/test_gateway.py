@@ -18,7 +18,7 @@ from bulwark_vpn import service
 from bulwark_vpn.dataplane.apply import apply_device
 from bulwark_vpn.dataplane.gateway import DRIFT_INTERVAL, desired_device, pid_alive
 from bulwark_vpn.store import Store
-from tests.gwlab import RUN_DIR, VPC_GATEWAY, VPC_HOST, Lab
+from tests.gwlab import RUN_DIR, VPC_DNS, VPC_GATEWAY, VPC_HOST, Lab
 from tests.helpers import BULWARK, bulwark, clean_env
 
 
@@ -124,14 +124,7 @@ def test_drift_is_repaired_and_killed_wireguard_go_recovers_within_5s(lab: Lab):
 
 def test_dns_forwarder_resolves_through_the_tunnel(lab: Lab):
     # The server's resolver (as the host's /etc/resolv.conf) is a DNS server in the VPC that knows db.vpc.internal.
-    lab.vpc.python(
-        "from dnslib.server import DNSServer\n"
-        "from dnslib.zoneresolver import ZoneResolver\n"
-        "import time\n"
-        "r = ZoneResolver('db.vpc.internal. 60 IN A 10.0.1.20\\n')\n"
-        f"DNSServer(r, address='{VPC_HOST}', port=53).start_thread()\n"
-        "time.sleep(3600)\n"
-    )
+    lab.vpc.python(VPC_DNS)
     lab.server.set_resolv_conf(f"nameserver {VPC_HOST}\n")
     lab.init("--peers", "alice")
     lab.up()
