@@ -7,11 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bulwark_vpn.addressing import Pool, parse_subnet4, parse_subnet6
+from bulwark_vpn.addressing import Pool
 from bulwark_vpn.errors import ConflictError, InputError, StoreError
 from bulwark_vpn.keys import PresharedKey, PrivateKey
 from bulwark_vpn.model import Peer
 from bulwark_vpn.store import SCHEMA_VERSION, Store
+from bulwark_vpn.values import parse_subnet4, parse_subnet6
 
 
 def _peer(store: Store, pool: Pool, name: str) -> Peer:

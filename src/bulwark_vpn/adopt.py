@@ -11,12 +11,12 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from bulwark_vpn.addressing import parse_subnet4
-from bulwark_vpn.config import InitRequest, normalize_peer_name, request_from_env
+from bulwark_vpn.config import InitRequest, request_from_env
 from bulwark_vpn.errors import InputError
 from bulwark_vpn.keys import PrivateKey, PublicKey
 from bulwark_vpn.model import Peer, SettingsUpdate
 from bulwark_vpn.render.wgquick import parse_config
+from bulwark_vpn.values import parse_peer_name, parse_subnet4
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def _client_private_keys(config_dir: Path) -> dict[PublicKey, tuple[str, Private
 
 
 def _name_from_folder(folder: str) -> str:
-    return normalize_peer_name(folder[len("peer_"):] if folder.startswith("peer_") else folder)
+    return parse_peer_name(folder[len("peer_"):] if folder.startswith("peer_") else folder)
 
 
 def adopt_linuxserver(config_dir: Path) -> Adopted | None:

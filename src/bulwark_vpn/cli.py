@@ -16,13 +16,10 @@ from pathlib import Path
 import click
 
 from bulwark_vpn import __version__, service
-from bulwark_vpn.addressing import parse_networks
-from bulwark_vpn.config import (
-    default_config_dir,
-    parse_keepalive,
-)
+from bulwark_vpn.config import default_config_dir
 from bulwark_vpn.errors import BulwarkError, ExitCode
 from bulwark_vpn.keys import PublicKey
+from bulwark_vpn.values import parse_keepalive, parse_networks
 
 _DEBUG = False
 
@@ -119,7 +116,7 @@ def peer_add(names, config_dir, allowed_ips, server_allowed_ips, keepalive, publ
         allowed_ips=_networks(allowed_ips, "--allowed-ips"),
         server_allowed_ips=_networks(server_allowed_ips, "--server-allowed-ips"),
         keepalive=parse_keepalive(keepalive) if keepalive is not None else None,
-        public_key=PublicKey.from_base64(public_key) if public_key is not None else None,
+        public_key=PublicKey.parse(public_key) if public_key is not None else None,
         interface=interface,
     )
     for p in added:

@@ -7,129 +7,67 @@ InputError naming the bad value and the fix. Precedence: flags > environment > s
 
 from __future__ import annotations
 
-import ipaddress
-import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bulwark_vpn.addressing import parse_networks, parse_subnet4, parse_subnet6
 from bulwark_vpn.errors import InputError
 from bulwark_vpn.model import DEFAULT_KEEPALIVE, SettingsUpdate
+from bulwark_vpn.values import (
+    parse_bool,
+    parse_dns_servers,
+    parse_interface_name,
+    parse_mtu,
+    parse_networks,
+    parse_peer_name,
+    parse_port,
+    parse_server_url,
+    parse_subnet4,
+    parse_subnet6,
+    require_text,
+)
+from bulwark_vpn.values.names import MAX_NUMBERED_PEERS
 
 DEFAULT_CONFIG_DIR = Path("/etc/bulwark")
 CONTAINER_CONFIG_DIR = Path("/config")
-# wg-quick derives the interface name from the file name: it must match this and be <= 15 characters.
-_IFNAME = re.compile(r"^[a-zA-Z0-9_=+.-]{1,15}$")
-_PEER_NAME = re.compile(r"^[a-zA-Z0-9_=+.-]+$")
-IFNAMSIZ = 15
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
 
 
 def default_config_dir(environ: Mapping[str, str]) -> Path:
     """BULWARK_CONFIG_DIR, else /config inside a container that mounts it, else /etc/bulwark."""
-    if environ.get("BULWARK_CONFIG_DIR"):
-        return Path(environ["BULWARK_CONFIG_DIR"])
+    if "BULWARK_CONFIG_DIR" in environ:
+        return parse_config_dir(environ["BULWARK_CONFIG_DIR"], "BULWARK_CONFIG_DIR")
     if CONTAINER_CONFIG_DIR.is_dir() and Path("/.dockerenv").exists():
         return CONTAINER_CONFIG_DIR
     return DEFAULT_CONFIG_DIR
 
 
-def validate_interface_name(name: str) -> str:
-    if not _IFNAME.match(name) or name in (".", ".."):
-        raise InputError(
-            f"invalid interface name: '{name}': use 1-15 letters, digits or _=+.- (e.g. wg0)"
-        )
-    return name
+def parse_config_dir(value: object, what: str = "config folder") -> Path:
+    """A config folder path: not empty (an empty value once meant the current folder), no control characters."""
+    text = require_text(value, what, "give a folder path, e.g. /etc/bulwark")
+    if not text.strip():
+        raise InputError(f"invalid {what}", text, "give a folder path, e.g. /etc/bulwark (an empty path is refused)")
+    return Path(text)
 
 
-def normalize_peer_name(raw: str) -> str:
-    """Validate a peer name; a bare number N means linuxserver's numbered peer `peerN`."""
-    name = raw.strip()
-    if name.isdigit():
-        name = f"peer{int(name)}"
-    numbered = name.startswith("peer") and name[4:].isdigit()
-    folder = name if numbered else f"peer_{name}"
-    if not name or not _PEER_NAME.match(name) or name.startswith(".") or len(folder) > IFNAMSIZ:
-        limit = IFNAMSIZ - len("peer_")
-        raise InputError(
-            f"invalid peer name: '{raw}': use 1-{limit} letters, digits or _=+.- "
-            f"(wg-quick needs 'peer_NAME' to be an interface name of at most {IFNAMSIZ} characters)"
-        )
-    return name
+def parse_peer_dns(value: object) -> str:
+    """PEERDNS: `auto` (Bulwark's forwarder on the tunnel), empty (no DNS line) or IP addresses."""
+    if isinstance(value, list | tuple):
+        return ",".join(str(a) for a in parse_dns_servers(value, "PEERDNS"))
+    text = require_text(value, "PEERDNS", "use auto or IP addresses separated by commas").strip(" \t")
+    if text.lower() == "auto":
+        return "auto"
+    if text == "":
+        return ""
+    return ",".join(str(a) for a in parse_dns_servers(text, "PEERDNS"))
 
 
-def _parse_int(value: str | int, low: int, high: int, what: str, hint: str) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = low - 1
-    if not low <= number <= high:
-        raise InputError(f"invalid {what}: '{value}': use a number from {low} to {high} ({hint})")
-    return number
-
-
-def parse_port(value: str | int, what: str = "port") -> int:
-    return _parse_int(value, 1, 65535, what, "WireGuard's default is 51820")
-
-
-def parse_mtu(value: str | int) -> int:
-    return _parse_int(value, 1280, 9000, "MTU", "1420 suits most paths")
-
-
-def parse_keepalive(value: str | int) -> int:
-    return _parse_int(value, 0, 65535, "keepalive", "seconds; 25 keeps NAT mappings open")
-
-
-def parse_bool(value: str | bool, what: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = value.strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise InputError(f"invalid {what}: '{value}': use true or false")
-
-
-def parse_server_url(value: str) -> str:
-    """SERVERURL: `auto`, an IP address (IPv6 without brackets) or a DNS name."""
-    text = value.strip()
-    if text == "auto":
-        return text
-    bare = text.strip("[]")
-    try:
-        return str(ipaddress.ip_address(bare))
-    except ValueError:
-        pass
-    labels = text.rstrip(".").split(".")
-    label = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-    if text and len(text) <= 253 and all(label.fullmatch(x) for x in labels):
-        return text
-    raise InputError(f"invalid server URL: '{value}': use auto, an IP address or a DNS name (no scheme, no port)")
-
-
-def parse_peer_dns(value: str) -> str:
-    text = value.strip()
-    if text in ("auto", ""):
-        return text
-    for item in text.split(","):
-        try:
-            ipaddress.ip_address(item.strip())
-        except ValueError:
-            raise InputError(
-                f"invalid PEERDNS entry: '{item.strip()}': use auto or IP addresses separated by commas"
-            ) from None
-    return ",".join(item.strip() for item in text.split(","))
-
-
-def parse_backend(value: str) -> str:
-    if value not in ("auto", "kernel", "userspace"):
-        raise InputError(f"invalid backend: '{value}': use auto, kernel or userspace")
-    return value
+def parse_backend(value: object) -> str:
+    text = require_text(value, "backend", "use auto, kernel or userspace")
+    if text not in ("auto", "kernel", "userspace"):
+        raise InputError("invalid backend", value, "use auto, kernel or userspace")
+    return text
 
 
 @dataclass(frozen=True)
@@ -154,19 +92,19 @@ class InitRequest:
 
 
 # Raw values as text keyed by setting name; shared by flags, env and file.
-_SETTING_PARSERS = {
-    "interface": validate_interface_name,
+_SETTING_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "interface": parse_interface_name,
     "listen_port": lambda v: parse_port(v, "listen port"),
     "server_url": parse_server_url,
     "server_port": lambda v: parse_port(v, "server port (SERVERPORT)"),
-    "subnet4": lambda v: parse_subnet4(str(v)),
-    "subnet6": lambda v: parse_subnet6(str(v)),
+    "subnet4": parse_subnet4,
+    "subnet6": parse_subnet6,
     "peer_dns": parse_peer_dns,
-    "allowed_ips": lambda v: parse_networks(v if isinstance(v, str) else ",".join(v), "ALLOWEDIPS"),
+    "allowed_ips": lambda v: parse_networks(v, "ALLOWEDIPS"),
     "mtu": parse_mtu,
     "log_confs": lambda v: parse_bool(v, "LOG_CONFS"),
     "backend": parse_backend,
-    "egress_interface": validate_interface_name,
+    "egress_interface": lambda v: parse_interface_name(v, "egress interface"),
 }
 
 _ENV_NAMES = {
@@ -193,25 +131,33 @@ def settings_update(raw: Mapping[str, object]) -> SettingsUpdate:
         if value is None:
             continue
         if key not in _SETTING_PARSERS:
-            raise InputError(f"unknown setting: '{key}': known settings are {', '.join(sorted(_SETTING_PARSERS))}")
-        values[key] = _SETTING_PARSERS[key](value)  # type: ignore[arg-type]
+            raise InputError("unknown setting", key, f"known settings are {', '.join(sorted(_SETTING_PARSERS))}")
+        values[key] = _SETTING_PARSERS[key](value)
     return SettingsUpdate(**values)
 
 
-def parse_peers(value: str) -> tuple[str, ...]:
-    """PEERS: a count N gives peer1..peerN; a comma list gives names (digits mean peerN)."""
-    text = value.strip()
-    if not text:
-        return ()
-    if text.isdigit() and "," not in text:
-        count = int(text)
-        if count > 65534:
-            raise InputError(f"invalid PEERS: '{value}': at most 65534 numbered peers")
-        return tuple(f"peer{i}" for i in range(1, count + 1))
-    names = [normalize_peer_name(item) for item in text.split(",") if item.strip()]
-    duplicates = {n for n in names if names.count(n) > 1}
-    if duplicates:
-        raise InputError(f"invalid PEERS: '{value}': '{sorted(duplicates)[0]}' is listed twice")
+def parse_peers(value: object, what: str = "PEERS") -> tuple[str, ...]:
+    """PEERS: a count N gives peer1..peerN; a comma list (or a TOML list) gives names (a number N means peerN)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        text = require_text(value, what, "a count N or names separated by commas").strip(" \t")
+        if not text:
+            return ()
+        if text.isascii() and text.isdigit():
+            count = int(text)
+            if count > MAX_NUMBERED_PEERS:
+                raise InputError(f"invalid {what}", value, f"at most {MAX_NUMBERED_PEERS} numbered peers")
+            return tuple(f"peer{i}" for i in range(1, count + 1))
+        items = [item for item in text.split(",") if item.strip(" \t")]
+    names = [parse_peer_name(item) for item in items]
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise InputError(f"invalid {what}", name, "each peer may be listed once")
+        seen.add(name)
     return tuple(names)
 
 
@@ -229,8 +175,17 @@ def peer_requests(
     )
 
 
-def _keepalive_names(value: str) -> tuple[str, ...]:
-    return tuple("all" if x.strip() == "all" else normalize_peer_name(x) for x in value.split(",") if x.strip())
+def _keepalive_names(value: object) -> tuple[str, ...]:
+    """PERSISTENTKEEPALIVE_PEERS: peer names (comma list or TOML list), or `all`."""
+    items = value if isinstance(value, list | tuple) else require_text(
+        value, "PERSISTENTKEEPALIVE_PEERS", "peer names separated by commas, or all").split(",")
+    out = []
+    for item in items:
+        if isinstance(item, str) and not item.strip(" \t"):
+            continue
+        out.append("all" if item == "all" or (isinstance(item, str) and item.strip(" \t") == "all")
+                   else parse_peer_name(item))
+    return tuple(out)
 
 
 def _server_allowed_from_env(environ: Mapping[str, str]) -> dict[str, tuple]:
@@ -238,7 +193,7 @@ def _server_allowed_from_env(environ: Mapping[str, str]) -> dict[str, tuple]:
     out = {}
     for key, value in environ.items():
         if key.startswith(prefix) and value.strip():
-            out[normalize_peer_name(key[len(prefix):])] = parse_networks(value, key)
+            out[parse_peer_name(key[len(prefix):])] = parse_networks(value, key)
     return out
 
 
@@ -258,16 +213,18 @@ def request_from_file(path: Path) -> InitRequest:
     try:
         data = tomllib.loads(path.read_text())
     except OSError as exc:
-        raise InputError(f"cannot read settings file: '{path}': {exc.strerror}: check the path") from None
+        raise InputError("cannot read settings file", str(path), f"{exc.strerror}: check the path") from None
+    except UnicodeDecodeError:
+        raise InputError("invalid settings file", str(path), "it is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"invalid settings file: '{path}': {exc}: fix the TOML syntax") from None
+        raise InputError("invalid settings file", str(path), f"{exc}: fix the TOML syntax") from None
     peers_value = data.pop("peers", "")
     keepalive_value = data.pop("keepalive_peers", [])
     if "subnet" in data:
         data["subnet4"] = data.pop("subnet")
     update = settings_update(data)
-    peers = parse_peers(",".join(map(str, peers_value)) if isinstance(peers_value, list) else str(peers_value))
-    keepalive = _keepalive_names(",".join(keepalive_value) if isinstance(keepalive_value, list) else keepalive_value)
+    peers = parse_peers(peers_value, "peers")
+    keepalive = _keepalive_names(keepalive_value)
     return InitRequest(update=update, peers=peer_requests(peers, keepalive, {}), keepalive_peers=keepalive)
 
 

@@ -10,6 +10,7 @@ import base64
 import binascii
 import hmac
 import os
+import re
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -19,18 +20,25 @@ from bulwark_vpn.errors import InputError
 KEY_LEN = 32
 
 
-def _decode(text: str, what: str) -> bytes:
-    stripped = text.strip()
-    try:
-        raw = base64.b64decode(stripped, validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != KEY_LEN or len(stripped) != 44:
-        shown = "(hidden)" if what != "public key" else stripped[:60]
-        raise InputError(
-            f"invalid {what}: '{shown}': expected 44 base64 characters encoding 32 bytes "
-            f"(generate one with 'wg genkey')"
-        )
+_BASE64_KEY = re.compile(r"[A-Za-z0-9+/]{43}=")
+
+
+def _decode(text: object, what: str) -> bytes:
+    """32 bytes from their canonical base64 form (44 characters); surrounding whitespace (a key file's final
+    newline) is ignored. A secret is never shown in the error."""
+    stripped = text.strip(" \t\r\n") if isinstance(text, str) else ""
+    raw = b""
+    if _BASE64_KEY.fullmatch(stripped):
+        try:
+            raw = base64.b64decode(stripped, validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if base64.b64encode(raw).decode("ascii") != stripped:
+            raw = b""  # non-canonical padding bits: wg refuses it too
+    if len(raw) != KEY_LEN:
+        shown = "(hidden)" if what != "public key" else text
+        raise InputError(f"invalid {what}", shown,
+                         "expected 44 base64 characters encoding 32 bytes (generate one with 'wg genkey')")
     return raw
 
 
@@ -42,7 +50,7 @@ class _Key:
 
     def __init__(self, raw: bytes) -> None:
         if len(raw) != KEY_LEN:
-            raise InputError(f"invalid {self.kind}: must be {KEY_LEN} bytes, got {len(raw)}")
+            raise InputError(f"invalid {self.kind}", f"{len(raw)} bytes", f"a key is {KEY_LEN} bytes")
         self._raw = bytes(raw)
 
     @classmethod
@@ -76,6 +84,26 @@ class PublicKey(_Key):
     def __str__(self) -> str:
         return self.to_base64()
 
+    @classmethod
+    def parse(cls, text: object) -> PublicKey:
+        """A public key from untrusted text: canonical base64, and not a low-order point (all-zero or one of the
+        few points that make every shared secret zero, which WireGuard refuses at handshake time)."""
+        key = cls(_decode(text, cls.kind))
+        if not key.is_usable():
+            raise InputError("invalid public key", key.to_base64(),
+                             "it is a low-order (all-zero or weak) point: give the client's real public key")
+        return key
+
+    def is_usable(self) -> bool:
+        """False for the low-order points of Curve25519: any exchange with them yields zero."""
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+        try:
+            _probe_private().exchange(X25519PublicKey.from_public_bytes(self._raw))
+        except ValueError:
+            return False
+        return True
+
 
 class _SecretKey(_Key):
     def __repr__(self) -> str:
@@ -101,6 +129,16 @@ class PrivateKey(_SecretKey):
     def public_key(self) -> PublicKey:
         key = X25519PrivateKey.from_private_bytes(self._raw)
         return PublicKey(key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+
+
+def _probe_private() -> X25519PrivateKey:
+    global _PROBE
+    if _PROBE is None:
+        _PROBE = X25519PrivateKey.generate()
+    return _PROBE
+
+
+_PROBE: X25519PrivateKey | None = None
 
 
 class PresharedKey(_SecretKey):

@@ -6,10 +6,15 @@ Every other module (store, renderers, data plane, deploy generators) speaks thes
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from bulwark_vpn.keys import PresharedKey, PrivateKey, PublicKey
+from bulwark_vpn.values.names import peer_folder
+
+# The same rule as values.parse_peer_name, checked on every Peer (cheap; the parser gives the message).
+_PEER_NAME = re.compile(r"[a-zA-Z0-9_=+][a-zA-Z0-9_=+.-]{0,62}")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -49,6 +54,26 @@ class Settings:
     egress_interface: str | None = None
     # Last public address discovered for server_url=auto (kept when discovery fails).
     discovered_url: str | None = None
+
+    def __post_init__(self) -> None:
+        # The same strict parsers as every input path: a Settings holding a value that could add a line to a
+        # rendered file cannot exist, whether it came from a flag, a file, an API body or a damaged store.
+        from bulwark_vpn import values
+
+        values.parse_interface_name(self.interface)
+        if self.egress_interface is not None:
+            values.parse_interface_name(self.egress_interface, "egress interface")
+        if self.server_url is not None and self.server_url != "":
+            values.parse_server_url(self.server_url)
+        if self.discovered_url is not None:
+            values.parse_host(self.discovered_url, "discovered address")
+        if self.peer_dns not in ("auto", ""):
+            values.parse_dns_servers(self.peer_dns)
+        for number, low, high, what in ((self.listen_port, 1, 65535, "listen port"),
+                                        (self.server_port, 1, 65535, "server port"),
+                                        (self.mtu, 1280, 9000, "MTU")):
+            if number is not None:
+                values.parse_int(number, low, high, what, "")
 
     @property
     def advertised_port(self) -> int:
@@ -136,10 +161,20 @@ class Peer:
     keepalive: int | None = None
     enabled: bool = True
 
+    def __post_init__(self) -> None:
+        if not _PEER_NAME.fullmatch(self.name):
+            from bulwark_vpn import values
+
+            values.parse_peer_name(self.name)  # raises, naming the value
+        if self.keepalive is not None and not 0 <= self.keepalive <= 65535:
+            from bulwark_vpn.errors import InputError
+
+            raise InputError("invalid keepalive", self.keepalive, "use a number from 0 to 65535")
+
     @property
     def folder_name(self) -> str:
         """linuxserver layout: numbered peers are `peerN`, named ones `peer_NAME`."""
-        return self.name if is_numbered_peer(self.name) else f"peer_{self.name}"
+        return peer_folder(self.name)
 
     def tunnel_networks(self) -> tuple[IPNetwork, ...]:
         """What the server routes to this peer: its /32 (and /128) plus server_allowed_ips."""
@@ -149,10 +184,6 @@ class Peer:
             nets.append(ipaddress.IPv6Network((self.address6, 128)))
         nets.extend(self.server_allowed_ips)
         return tuple(nets)
-
-
-def is_numbered_peer(name: str) -> bool:
-    return name.startswith("peer") and name[4:].isdigit()
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from bulwark_vpn.errors import InputError, show_value
+from bulwark_vpn.values import parse_ip_address, parse_server_url
+
 log = logging.getLogger(__name__)
 
 DEFAULT_IMDS_URL = "http://169.254.169.254"
@@ -52,10 +55,16 @@ class DiscoveryResult:
 
 
 def parse_public_address(text: str) -> str | None:
-    """The address in `text` if it is a plausible public endpoint (not loopback, link-local...), else None."""
+    """The address in a discovery answer if it is a plausible public endpoint, else None.
+
+    An answer is untrusted text (a metadata service, a "what is my IP" site, a STUN server): it goes through the
+    strict address parser, so a zone id, a second line or any control character makes the whole answer void.
+    Only the final line break a web service adds is tolerated.
+    """
     try:
-        addr = ipaddress.ip_address(text.strip())
-    except ValueError:
+        addr = parse_ip_address(text.removesuffix("\n").removesuffix("\r").strip(" \t"), "discovered address")
+    except InputError:
+        log.debug("discovery answer refused: %s", show_value(text))
         return None
     if addr.is_unspecified or addr.is_loopback or addr.is_link_local or addr.is_multicast:
         return None
@@ -262,7 +271,7 @@ def resolve_server_url(
     Otherwise a successful discovery wins; a failed one keeps `last_known` (which may be None).
     """
     if configured is not None and not is_auto(configured):
-        return configured.strip()
+        return parse_server_url(configured)
     try:
         result = discover()
     except OSError as err:

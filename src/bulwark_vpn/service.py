@@ -21,7 +21,6 @@ from bulwark_vpn.config import (
     InitRequest,
     PeerRequest,
     combine,
-    normalize_peer_name,
     parse_peers,
     peer_requests,
     request_from_env,
@@ -34,8 +33,8 @@ from bulwark_vpn.keys import PresharedKey, PrivateKey, PublicKey
 from bulwark_vpn.model import DEFAULT_KEEPALIVE, IPNetwork, Peer, Settings
 from bulwark_vpn.render import layout
 from bulwark_vpn.render.qr import qr_pngs, qr_terminal
-from bulwark_vpn.render.wgquick import parse_endpoint
 from bulwark_vpn.store import STORE_NAME, Store
+from bulwark_vpn.values import parse_endpoint, parse_peer_name
 
 log = logging.getLogger("bulwark_vpn")
 
@@ -335,7 +334,7 @@ def _create_requested(store: Store, settings: Settings, request: PeerRequest) ->
 
 
 def _unique_names(names: list[str]) -> list[str]:
-    normalized = [normalize_peer_name(n) for n in names]
+    normalized = [parse_peer_name(n) for n in names]
     if not normalized:
         raise InputError("no peer name given: pass at least one NAME")
     seen: set[str] = set()
@@ -458,7 +457,7 @@ def get_settings(config_dir: Path) -> Settings:
 
 def peer_config(config_dir: Path, name: str, endpoint: str | None = None) -> str:
     """A peer's wg-quick config; `endpoint` (HOST:PORT) overrides the Endpoint line."""
-    wanted = normalize_peer_name(name)
+    wanted = parse_peer_name(name)
     if endpoint is not None:
         parse_endpoint(endpoint)
     with _open_existing(config_dir) as store:

@@ -21,9 +21,9 @@ from collections import deque
 from pathlib import Path
 from typing import Literal
 
-from bulwark_vpn.config import validate_interface_name
 from bulwark_vpn.dataplane.runner import Runner, format_failure, missing_command_hint
 from bulwark_vpn.errors import ConflictError, SystemActionError
+from bulwark_vpn.values import parse_interface_name
 
 LOGGER = logging.getLogger("bulwark_vpn")
 
@@ -41,7 +41,7 @@ _BOX_CHARS = set("┌┐└┘│─ ")
 
 def validate_ifname(name: str) -> str:
     """Return `name` if it is a valid interface name (1-15 of [a-zA-Z0-9_=+.-]), else InputError."""
-    return validate_interface_name(name)
+    return parse_interface_name(name)
 
 
 def socket_path(iface: str) -> Path:

@@ -32,8 +32,8 @@ from bulwark_vpn.doctor.nftrules import ChainVerdict, Finding, Packet, Ruleset
 from bulwark_vpn.errors import BulwarkError
 from bulwark_vpn.fsutil import PRIVATE_DIR, PRIVATE_FILE
 from bulwark_vpn.model import IPNetwork
-from bulwark_vpn.render.wgquick import format_endpoint, parse_endpoint
 from bulwark_vpn.store import STORE_NAME
+from bulwark_vpn.values import format_endpoint, parse_endpoint
 
 LOGGER = logging.getLogger("bulwark_vpn")
 

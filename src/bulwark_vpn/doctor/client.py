@@ -28,7 +28,8 @@ from bulwark_vpn.doctor.facts import HostFacts
 from bulwark_vpn.doctor.model import CheckResult, Remedy, fail, ok, skip, warn
 from bulwark_vpn.errors import BulwarkError, InputError
 from bulwark_vpn.model import IPNetwork, WgConfig, WgPeerSection
-from bulwark_vpn.render.wgquick import parse_config, parse_endpoint
+from bulwark_vpn.render.wgquick import parse_config
+from bulwark_vpn.values import parse_endpoint
 
 HANDSHAKE_ATTEMPTS = 3
 HANDSHAKE_TIMEOUT = 1.0

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 from bulwark_vpn.fsutil import PRIVATE_FILE
 from bulwark_vpn.keys import PrivateKey, PublicKey
-from bulwark_vpn.model import Peer, Settings, WgConfig, WgInterfaceSection, WgPeerSection, is_numbered_peer
-from bulwark_vpn.render.wgquick import format_endpoint, render_config
+from bulwark_vpn.model import Peer, Settings, WgConfig, WgInterfaceSection, WgPeerSection
+from bulwark_vpn.render.wgquick import render_config
+from bulwark_vpn.values import format_endpoint, peer_folder
 
 PUBLIC_KEY_FILE = 0o644
 
@@ -109,7 +110,7 @@ def render_server_config_rows(settings: Settings, server_key: PrivateKey, rows) 
     head = render_config(server_wg_config(settings, server_key, []))
     parts = [head]
     for name, public, psk, address4, address6, routed, keepalive in rows:
-        folder = name if is_numbered_peer(name) else f"peer_{name}"
+        folder = peer_folder(name)
         lines = ["", "[Peer]", f"# {folder}", f"PublicKey = {public}"]
         if psk:
             lines.append(f"PresharedKey = {psk}")

@@ -6,15 +6,36 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 
-from bulwark_vpn.errors import InputError
+from bulwark_vpn.errors import InputError, RenderError
 from bulwark_vpn.keys import PresharedKey, PrivateKey, PublicKey
 from bulwark_vpn.model import IPInterface, IPNetwork, WgConfig, WgInterfaceSection, WgPeerSection
+from bulwark_vpn.values import (
+    has_unsafe_char,
+    parse_dns_name,
+    parse_dns_servers,
+    parse_endpoint,
+    parse_int,
+    parse_ip_address,
+    parse_network,
+)
+
+__all__ = ["parse_config", "render_config"]
 
 
 def _join(items) -> str:
     return ", ".join(str(item) for item in items)
+
+
+def _guard(lines: list[str]) -> str:
+    """Join rendered lines, refusing any that holds a line break or another control character: a value must never
+    add a line (wg-quick runs PreUp/PostUp lines as root) or a section."""
+    for line in lines:
+        if has_unsafe_char(line):
+            raise RenderError("refusing to write a config line holding a control character or line break",
+                              line.split("=", 1)[0].strip() or line[:20],
+                              "the value came from an unchecked source: report it as a bug")
+    return "\n".join(lines) + "\n"
 
 
 def render_config(config: WgConfig, *, header: str | None = None) -> str:
@@ -22,7 +43,7 @@ def render_config(config: WgConfig, *, header: str | None = None) -> str:
     iface = config.interface
     lines: list[str] = []
     if header:
-        lines.extend(f"# {line}" if line else "#" for line in header.splitlines())
+        lines.extend(f"# {line}" if line else "#" for line in header.split("\n"))
     lines.append("[Interface]")
     if iface.addresses:
         lines.append(f"Address = {_join(iface.addresses)}")
@@ -47,7 +68,7 @@ def render_config(config: WgConfig, *, header: str | None = None) -> str:
             lines.append(f"AllowedIPs = {_join(peer.allowed_ips)}")
         if peer.keepalive is not None:
             lines.append(f"PersistentKeepalive = {peer.keepalive}")
-    return "\n".join(lines) + "\n"
+    return _guard(lines)
 
 
 class _Section:
@@ -64,7 +85,13 @@ def _split(raw: str) -> list[str]:
 
 def _sections(text: str, source: str) -> list[_Section]:
     sections: list[_Section] = []
-    for number, raw_line in enumerate(text.splitlines(), start=1):
+    # wg-quick splits on "\n" alone; other separators (U+2028, U+0085, a lone CR) stay inside a line and are
+    # refused, never taken as line breaks.
+    for number, raw_line in enumerate(text.split("\n"), start=1):
+        raw_line = raw_line.removesuffix("\r")
+        if has_unsafe_char(raw_line.replace("\t", " ")):
+            raise InputError(f"{source}:{number}: a control character or line separator in the line",
+                             raw_line[:60], "remove it")
         line = raw_line.strip()
         if not line:
             continue
@@ -96,33 +123,32 @@ def _one(section: _Section, key: str, source: str) -> str | None:
 def _int(value: str | None, key: str, source: str, low: int, high: int) -> int | None:
     if value is None or value == "" or (value == "off" and key == "persistentkeepalive"):
         return None
-    try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if not low <= number <= high:
-        raise InputError(f"{source}: invalid {key} '{value}': use a number from {low} to {high}")
-    return number
+    return parse_int(value, low, high, f"{key} in {source}", "as wg-quick accepts")
 
 
-def _interfaces(values: list[str], source: str) -> tuple[IPInterface, ...]:
+def _interfaces(items: list[str], source: str) -> tuple[IPInterface, ...]:
     out: list[IPInterface] = []
-    for item in (x for raw in values for x in _split(raw)):
+    for item in (x for raw in items for x in _split(raw)):
+        address, _, prefix = item.partition("/")
+        parse_ip_address(address, f"Address in {source}")
+        if prefix and not prefix.isdigit():
+            raise InputError(f"invalid Address in {source}", item, "use ADDRESS/PREFIX, e.g. 10.13.13.2/32")
         try:
             out.append(ipaddress.ip_interface(item))
         except ValueError:
-            raise InputError(f"{source}: invalid Address '{item}': use ADDRESS/PREFIX, e.g. 10.13.13.2/32") from None
+            raise InputError(f"invalid Address in {source}", item, "use ADDRESS/PREFIX, e.g. 10.13.13.2/32") from None
     return tuple(out)
 
 
-def _networks(values: list[str], source: str) -> tuple[IPNetwork, ...]:
-    out: list[IPNetwork] = []
-    for item in (x for raw in values for x in _split(raw)):
-        try:
-            out.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
-            raise InputError(f"{source}: invalid AllowedIPs entry '{item}': use CIDRs like 10.0.0.0/16") from None
-    return tuple(out)
+def _networks(items: list[str], source: str) -> tuple[IPNetwork, ...]:
+    return tuple(parse_network(x, f"AllowedIPs entry in {source}") for raw in items for x in _split(raw))
+
+
+def _dns_entry(item: str, source: str) -> str:
+    """A DNS= entry: a server address, or (as wg-quick allows) a search domain."""
+    if ":" in item or item.replace(".", "").isdigit():
+        return str(parse_dns_servers([item], f"DNS in {source}")[0])
+    return parse_dns_name(item, f"DNS search domain in {source}")
 
 
 def parse_config(text: str, source: str = "config") -> WgConfig:
@@ -135,12 +161,13 @@ def parse_config(text: str, source: str = "config") -> WgConfig:
     private = _one(iface, "privatekey", source)
     if private is None:
         raise InputError(f"{source}: [Interface] has no PrivateKey: add 'PrivateKey = <key from wg genkey>'")
+    dns = [x for raw in iface.values.get("dns", []) for x in _split(raw)]
     interface = WgInterfaceSection(
         private_key=PrivateKey.from_base64(private),
         addresses=_interfaces(iface.values.get("address", []), source),
         listen_port=_int(_one(iface, "listenport", source), "listenport", source, 0, 65535),
         mtu=_int(_one(iface, "mtu", source), "mtu", source, 576, 65535),
-        dns=tuple(x for raw in iface.values.get("dns", []) for x in _split(raw)),
+        dns=tuple(_dns_entry(item, source) for item in dns),
     )
     peers = []
     for section in (s for s in sections if s.kind == "peer"):
@@ -148,74 +175,15 @@ def parse_config(text: str, source: str = "config") -> WgConfig:
         if public is None:
             raise InputError(f"{source}:{section.line}: [Peer] has no PublicKey")
         psk = _one(section, "presharedkey", source)
+        endpoint = _one(section, "endpoint", source) or None
         peers.append(
             WgPeerSection(
-                public_key=PublicKey.from_base64(public),
+                public_key=PublicKey.parse(public),
                 allowed_ips=_networks(section.values.get("allowedips", []), source),
                 preshared_key=PresharedKey.from_base64(psk) if psk else None,
-                endpoint=_one(section, "endpoint", source) or None,
+                endpoint=str(parse_endpoint(endpoint, f"Endpoint in {source}")) if endpoint else None,
                 keepalive=_int(_one(section, "persistentkeepalive", source), "persistentkeepalive", source, 0, 65535),
                 comment=section.comment,
             )
         )
     return WgConfig(interface=interface, peers=tuple(peers))
-
-
-def format_endpoint(host: str, port: int) -> str:
-    """host:port, with IPv6 literals bracketed as wg expects."""
-    bare = host.strip("[]")
-    try:
-        if ipaddress.ip_address(bare).version == 6:
-            return f"[{bare}]:{port}"
-    except ValueError:
-        pass
-    return f"{host}:{port}"
-
-
-_DNS_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-
-
-def _valid_host(host: str, bracketed: bool) -> bool:
-    """An IP address ([IPv6] only in brackets) or a DNS name: nothing else may reach a config line."""
-    if not host.isascii() or not host.isprintable() or "%" in host:  # no scope id: it names a local interface
-        return False
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        address = None
-    if bracketed or address is not None:
-        return address is not None and (address.version == 6) == bracketed
-    labels = host.removesuffix(".").split(".")  # a fully qualified name may end with a dot
-    if len(host) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
-        return False
-    # All-numeric labels are a mistyped IPv4 address (999.1.1.1), not a name.
-    return not all(label.isdigit() for label in labels)
-
-
-def parse_endpoint(text: str) -> tuple[str, int]:
-    """Parse HOST:PORT or [IPv6]:PORT; raise InputError naming the value otherwise.
-
-    HOST is an IP address or a DNS name (labels of letters, digits and '-'). Whitespace (even around
-    the value), control characters and anything else are refused: the endpoint is written into wg-quick
-    files, where a newline would smuggle in a line such as `PostUp = ...` that wg-quick runs as root.
-    """
-    shown = text.encode("unicode_escape").decode("ascii")  # one line, control characters visible
-    value = text  # not stripped: the text is written into configs as given, so it must be clean as is
-    bracketed = value.startswith("[")
-    host, port_text = "", ""
-    if bracketed:
-        host, _, rest = value[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-    else:
-        host, _, port_text = value.rpartition(":")
-    if not host or not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
-        raise InputError(
-            f"invalid endpoint: '{shown}': use HOST:PORT with a port from 1 to 65535, "
-            f"e.g. 203.0.113.5:51821 or [2001:db8::1]:51820"
-        )
-    if not _valid_host(host, bracketed):
-        raise InputError(
-            f"invalid endpoint: '{shown}': the host must be an IP address (IPv6 in brackets, [2001:db8::1]) "
-            f"or a DNS name of letters, digits, '-' and '.', e.g. vpn.example.com:51820"
-        )
-    return host, int(port_text)

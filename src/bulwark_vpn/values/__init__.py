@@ -6,3 +6,58 @@ Every parser matches the whole value (`re.fullmatch`), refuses control character
 paragraph separators, and never relies on `ipaddress` alone for untrusted text (it accepts any zone id
 after `%`, newlines included).
 """
+
+from bulwark_vpn.values.names import (
+    config_filename,
+    is_numbered_peer,
+    parse_interface_name,
+    parse_peer_name,
+    peer_folder,
+)
+from bulwark_vpn.values.net import (
+    Endpoint,
+    IPAddress,
+    IPNetwork,
+    format_endpoint,
+    parse_dns_name,
+    parse_dns_servers,
+    parse_endpoint,
+    parse_host,
+    parse_ip_address,
+    parse_network,
+    parse_networks,
+    parse_server_url,
+    parse_subnet4,
+    parse_subnet6,
+)
+from bulwark_vpn.values.numbers import parse_bool, parse_int, parse_keepalive, parse_mtu, parse_port
+from bulwark_vpn.values.text import has_unsafe_char, require_text
+
+__all__ = [
+    "Endpoint",
+    "IPAddress",
+    "IPNetwork",
+    "config_filename",
+    "format_endpoint",
+    "has_unsafe_char",
+    "is_numbered_peer",
+    "parse_bool",
+    "parse_dns_name",
+    "parse_dns_servers",
+    "parse_endpoint",
+    "parse_host",
+    "parse_int",
+    "parse_interface_name",
+    "parse_ip_address",
+    "parse_keepalive",
+    "parse_mtu",
+    "parse_network",
+    "parse_networks",
+    "parse_peer_name",
+    "parse_port",
+    "parse_server_url",
+    "parse_subnet4",
+    "parse_subnet6",
+    "peer_folder",
+    "require_text",
+]

@@ -1,0 +1,69 @@
+"""Names: interface names and peer names, the peer's linuxserver folder and a config file name for wg-quick.
+
+The peer-folder rule lives here and nowhere else: numbered peers (`peer7`) keep their name as folder,
+every other peer lives in `peer_NAME`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from bulwark_vpn.errors import InputError
+from bulwark_vpn.values.text import require_text
+
+IFNAMSIZ = 15
+MAX_PEER_NAME = 63
+MAX_NUMBERED_PEERS = 65534
+
+# wg-quick derives the interface name from the file name and requires exactly this; a leading '-' would read as
+# an option to ip, wg and nft.
+_IFNAME = re.compile(r"[a-zA-Z0-9_=+.][a-zA-Z0-9_=+.-]{0,14}")
+_PEER_NAME = re.compile(r"[a-zA-Z0-9_=+][a-zA-Z0-9_=+.-]{0,62}")
+_NUMBERED = re.compile(r"peer([1-9][0-9]{0,4})")
+
+
+def parse_interface_name(value: object, what: str = "interface name") -> str:
+    hint = f"use 1-{IFNAMSIZ} letters, digits or _=+.- not starting with '-' (e.g. wg0)"
+    text = require_text(value, what, hint)
+    if not _IFNAME.fullmatch(text) or text in (".", ".."):
+        raise InputError(f"invalid {what}", value, hint)
+    return text
+
+
+def parse_peer_name(value: object) -> str:
+    """A peer name, 1-63 letters, digits or _=+.-, not starting with '-' or '.'; a bare number N is linuxserver's
+    numbered peer `peerN`."""
+    hint = f"use 1-{MAX_PEER_NAME} letters, digits or _=+.- not starting with '-' or '.' (e.g. leo_mac)"
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    text = require_text(value, "peer name", hint).strip(" \t")
+    if text.isascii() and text.isdigit():
+        number = int(text)
+        if not 1 <= number <= MAX_NUMBERED_PEERS:
+            raise InputError("invalid peer name", value, f"a peer number runs from 1 to {MAX_NUMBERED_PEERS}")
+        return f"peer{number}"
+    if not _PEER_NAME.fullmatch(text):
+        raise InputError("invalid peer name", value, hint)
+    return text
+
+
+def is_numbered_peer(name: str) -> bool:
+    return _NUMBERED.fullmatch(name) is not None
+
+
+def peer_folder(name: str) -> str:
+    """The linuxserver folder (and file stem) of a peer: `peerN` for numbered peers, else `peer_NAME`."""
+    return name if is_numbered_peer(name) else f"peer_{name}"
+
+
+def config_filename(name: str) -> str:
+    """A file name for a peer's downloaded config that `wg-quick up FILE` accepts: its stem becomes the client's
+    interface name, so it must be a valid one of at most 15 characters. Long names are shortened and made
+    unique with a few characters of a hash."""
+    stem = peer_folder(name)
+    if len(stem) <= IFNAMSIZ:
+        return f"{stem}.conf"
+    digest = hashlib.sha256(name.encode()).hexdigest()[:4]
+    head = name[: IFNAMSIZ - 5].rstrip("-.") or "peer"
+    return f"{head}-{digest}.conf"
