@@ -10,7 +10,7 @@ APT_TEST := $(APT_RUN) iptables iputils-ping dnsutils cloud-init systemd ca-cert
 CONFIG_DIR ?= /etc/bulwark
 BULWARK_ARGS ?=
 
-.PHONY: up test deps-run deps-test venv checkov lint clean
+.PHONY: up test test-fast deps-run deps-test venv checkov lint clean
 
 deps-run:
 	@command -v wg >/dev/null && command -v wireguard-go >/dev/null && command -v nft >/dev/null && command -v qrencode >/dev/null || \
@@ -51,6 +51,10 @@ test: deps-test venv checkov
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q
+
+# The pure and in-process tests, in seconds: no namespaces, containers, browser or long runs.
+test-fast: venv
+	$(VENV)/bin/pytest -q -m "not netns and not slow and not container and not browser"
 
 lint: venv
 	$(VENV)/bin/ruff check src tests bench

@@ -21,6 +21,17 @@ def _require_root_and_tools() -> None:
         pytest.fail(f"missing tools for network-namespace tests: {', '.join(missing)}: apt-get install them")
 
 
+# Tests that use these fixtures run real namespaces, links and processes: marked `netns` on collection, so the
+# fast set (`make test-fast`: -m "not netns and not slow and not container and not browser") leaves them out.
+NETNS_FIXTURES = {"netns_factory", "netns", "lab"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if NETNS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.netns)
+
+
 @pytest.fixture(scope="session")
 def _netns_session() -> None:
     _require_root_and_tools()

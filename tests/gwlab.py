@@ -11,10 +11,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.helpers import bulwark
+from tests.helpers import TEST_RUN_DIR, bulwark
 from tests.netns import Netns, NetnsFactory, veth
 
-RUN_DIR = Path("/run/bulwark")
+RUN_DIR = TEST_RUN_DIR
 SERVER_WAN = "192.0.2.1"
 VPC_HOST = "10.0.1.10"
 VPC_GATEWAY = "10.0.1.1"
@@ -94,6 +94,9 @@ class Lab:
 
 def make_lab(factory: NetnsFactory) -> Lab:
     server, vpc = factory(), factory()
+    # A new namespace copies forwarding from the host's (podman, Docker or a router turn it on there): start from
+    # off, as on a fresh server, so tests see what Bulwark turns on and restores.
+    server.run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0"])
     # The server's "LAN" veth toward the VPC; its default route points there, like an EC2 instance's eth0.
     veth(server, vpc, f"{VPC_GATEWAY}/24", f"{VPC_HOST}/24")
     server.ip("route", "add", "default", "via", VPC_HOST)

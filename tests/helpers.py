@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 BULWARK = [sys.executable, "-m", "bulwark_vpn"]
+# The runtime folder of every gateway the tests start: never the host's real /run/bulwark. Made by the test
+# session and inherited by the helper processes it starts (through the environment).
+if os.environ.get("BULWARK_TEST_RUN_DIR"):
+    TEST_RUN_DIR = Path(os.environ["BULWARK_TEST_RUN_DIR"])
+else:
+    TEST_RUN_DIR = Path(tempfile.mkdtemp(prefix="bulwark-run-"))
+    os.environ["BULWARK_TEST_RUN_DIR"] = str(TEST_RUN_DIR)
+    atexit.register(shutil.rmtree, TEST_RUN_DIR, ignore_errors=True)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -15,6 +26,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     drop = ("PEERS", "SERVERURL", "SERVERPORT", "INTERNAL_SUBNET", "PEERDNS", "ALLOWEDIPS", "LOG_CONFS",
             "PERSISTENTKEEPALIVE_PEERS", "BULWARK_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env["BULWARK_RUN_DIR"] = str(TEST_RUN_DIR)
     env.update(extra)
     return env
 
@@ -40,3 +52,17 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
         elif path.is_dir():
             out[str(path.relative_to(folder)) + "/"] = (b"", path.stat().st_mode & 0o777)
     return out
+
+
+def context(config_dir: Path):
+    """A service Context for a test's config folder (the tests' runtime folder, a clean environment)."""
+    from bulwark_vpn.service import Context
+
+    return Context(Path(config_dir), run_dir=TEST_RUN_DIR, environ=clean_env())
+
+
+def add_peers(config_dir: Path, names: list[str], **options: object):
+    """service.add_peers as a library call (the CLI is not what such a test exercises)."""
+    from bulwark_vpn import service
+
+    return service.add_peers(context(config_dir), service.AddPeersRequest.parse(names, **options))

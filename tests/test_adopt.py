@@ -61,7 +61,8 @@ def test_adopting_a_linuxserver_config_keeps_clients_working(tmp_path):
     server = parse_config((root / "wg_confs/wg0.conf").read_text())
     assert server.interface.private_key.to_base64() == keys["server"]["private"]
     by_key = {str(p.public_key): p for p in server.peers}
-    peers = {p["name"]: p for p in json.loads(bulwark("peer", "list", "--json", "--config-dir", str(root)).stdout)}
+    listed = json.loads(bulwark("peer", "list", "--json", "--config-dir", str(root)).stdout)["peers"]
+    peers = {p["name"]: p for p in listed}
     assert set(peers) == {"leo_mac", "peer2"}
     for folder, name in (("peer_leo_mac", "leo_mac"), ("peer2", "peer2")):
         expected = keys[folder]
@@ -74,5 +75,6 @@ def test_adopting_a_linuxserver_config_keeps_clients_working(tmp_path):
         assert client.peers[0].endpoint == "203.0.113.9:51820"
     # A new peer takes the next free address, not one of the adopted ones.
     bulwark("peer", "add", "new", "--config-dir", str(root))
-    peers = {p["name"]: p for p in json.loads(bulwark("peer", "list", "--json", "--config-dir", str(root)).stdout)}
+    listed = json.loads(bulwark("peer", "list", "--json", "--config-dir", str(root)).stdout)["peers"]
+    peers = {p["name"]: p for p in listed}
     assert peers["new"]["address4"] == "10.13.13.4"

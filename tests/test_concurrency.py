@@ -5,14 +5,13 @@ import multiprocessing
 import sqlite3
 from pathlib import Path
 
-from bulwark_vpn import service
 from bulwark_vpn.render.wgquick import parse_config
-from tests.helpers import bulwark
+from tests.helpers import add_peers, bulwark
 
 
 def _add_many(config_dir: str, worker: int) -> None:
     for i in range(100):
-        service.add_peers(Path(config_dir), [f"w{worker}p{i}"])
+        add_peers(Path(config_dir), [f"w{worker}p{i}"])
 
 
 def test_eight_processes_adding_100_peers_each(tmp_path):
@@ -26,7 +25,7 @@ def test_eight_processes_adding_100_peers_each(tmp_path):
         w.join(timeout=600)
     assert [w.exitcode for w in workers] == [0] * 8
 
-    peers = json.loads(bulwark("peer", "list", "--json", "--config-dir", str(config)).stdout)
+    peers = json.loads(bulwark("peer", "list", "--json", "--config-dir", str(config)).stdout)["peers"]
     assert len(peers) == 800
     assert len({p["address4"] for p in peers}) == 800
     assert len({p["public_key"] for p in peers}) == 800

@@ -297,7 +297,7 @@ def test_file_permissions_are_fixed_and_a_corrupt_store_is_reported(lab: Lab):
     broken = lab.factory.tmpdir()
     (broken / "bulwark.db").write_bytes(b"SQLite format 3\x00" + b"\x07" * 4096)
     result = bulwark("doctor", "--json", "--config-dir", str(broken), netns=lab.server.name, check=False)
-    store = next(c for c in json.loads(result.stdout) if c["name"] == "store")
+    store = next(c for c in json.loads(result.stdout)["checks"] if c["name"] == "store")
     assert result.returncode == 1 and store["status"] == "fail"
     assert "restore" in store["fix"]
 
@@ -328,7 +328,7 @@ def test_no_backend_and_no_tun_device(lab: Lab):
     script = f"mount -t tmpfs none /dev/net && exec {' '.join(BULWARK)} doctor --json --config-dir {lab.config}"
     result = subprocess.run(["ip", "netns", "exec", lab.server.name, "unshare", "-m", "sh", "-c", script],
                             capture_output=True, text=True, env=clean_env(PATH=str(tools)), timeout=60)
-    checks = {c["name"]: c for c in json.loads(result.stdout)}
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
     assert result.returncode == 1
     assert checks["backend"]["status"] == "fail" and "no wireguard-go" in checks["backend"]["evidence"]
     assert checks["backend"]["fix"].startswith("apt-get install -y wireguard-go")

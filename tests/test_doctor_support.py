@@ -20,6 +20,15 @@ from tests.netns import Netns
 # An upstream that refuses at once (nothing listens on the server namespace's 127.0.0.1:53): the forwarder then
 # answers SERVFAIL immediately, so the dns check does not wait for the host's unreachable resolver.
 FAST_RESOLV_CONF = "nameserver 127.0.0.1\n"
+# The server's upstream resolver in these tests: answers every question on 127.0.0.1:53 in the server namespace,
+# so the forwarder resolves (a forwarder whose upstream is silent answers SERVFAIL, which doctor warns about).
+LOCAL_RESOLVER = (
+    "from dnslib.server import DNSServer\n"
+    "from dnslib.fixedresolver import FixedResolver\n"
+    "import time\n"
+    "DNSServer(FixedResolver('. 60 IN NS ns.test.'), address='127.0.0.1', port=53).start_thread()\n"
+    "time.sleep(3600)\n"
+)
 
 
 
@@ -44,12 +53,14 @@ class Doctor:
 def doctor(lab: Lab, *args: str, ns: Netns | None = None) -> Doctor:
     result = lab.bulwark("doctor", "--json", *args, check=False, ns=ns)
     assert result.stdout.strip(), f"doctor printed nothing (rc {result.returncode}): {result.stderr}"
-    checks = {item["name"]: item for item in json.loads(result.stdout)}
+    checks = {item["name"]: item for item in json.loads(result.stdout)["checks"]}
     return Doctor(result.returncode, checks, result.stderr)
 
 
 def start(lab: Lab, peers: str = "alice", *init_args: str, resolv: str = FAST_RESOLV_CONF) -> None:
     lab.server.set_resolv_conf(resolv)
+    if resolv == FAST_RESOLV_CONF:
+        lab.server.python(LOCAL_RESOLVER, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     lab.init("--peers", peers, *init_args)
     lab.up()
 

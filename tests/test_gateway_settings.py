@@ -11,7 +11,7 @@ def test_renaming_the_interface_of_a_running_gateway_is_refused(lab: Lab):
     lab.init("--peers", "alice")
     lab.up()
     result = lab.bulwark("init", "--interface", "other0", check=False)
-    assert result.returncode == 2 and f"the gateway runs on '{lab.iface}'" in result.stderr
+    assert result.returncode == 2 and f"it runs on '{lab.iface}'" in result.stderr
     assert json.loads(lab.bulwark("status", "--json").stdout)["interface"] == lab.iface
     lab.bulwark("down")
     renamed = lab.factory.ifname("bwr")

@@ -11,7 +11,8 @@ from bulwark_vpn.addressing import Pool
 from bulwark_vpn.errors import ConflictError, InputError, StoreError
 from bulwark_vpn.keys import PresharedKey, PrivateKey
 from bulwark_vpn.model import Peer
-from bulwark_vpn.store import SCHEMA_VERSION, Store
+from bulwark_vpn.store import SCHEMA_VERSION
+from bulwark_vpn.store import SQLiteStore as Store
 from bulwark_vpn.values import parse_subnet4, parse_subnet6
 
 
@@ -97,7 +98,7 @@ def test_corrupted_store_is_refused(tmp_path):
     data = bytearray(path.read_bytes())
     data[100:4000] = b"\xff" * 3900
     path.write_bytes(bytes(data))
-    with pytest.raises(StoreError, match="unreadable or corrupted"):
+    with pytest.raises(StoreError, match="the store is damaged"):
         Store.open(tmp_path)
 
 

@@ -1,59 +1,84 @@
-"""The `bulwark` command: parse arguments, call one service function, format the result. Nothing else.
+"""The `bulwark` command: parse arguments, call one service operation, format the result. Nothing else.
 
-stdout carries only what was asked for (configs, JSON, tables); messages go to stderr.
-Exit codes: 0 success, 2 bad input (nothing changed), 1 other failure (see errors.ExitCode).
+stdout carries only what was asked for (configs, JSON, tables); messages go to stderr. `--json` prints the
+operation's `to_dict()`, and an error as `{"error": {code, message, value, hint}}`. Exit codes come from the
+error's code (see errors.ERROR_TABLE): 0 success, 2 bad input (nothing changed), 1 other failure.
+
+Heavy modules (the service layer, cryptography, QR codes, the data plane) are imported inside the commands,
+so `bulwark --help` stays fast.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from bulwark_vpn import __version__, service
-from bulwark_vpn.config import default_config_dir
-from bulwark_vpn.errors import BulwarkError, ExitCode
-from bulwark_vpn.keys import PublicKey
-from bulwark_vpn.values import parse_keepalive, parse_networks
+from bulwark_vpn import __version__
+from bulwark_vpn.errors import BulwarkError, ErrorCode, ExitCode, InputError
 
-_DEBUG = False
+_STATE: dict[str, Any] = {"debug": False, "json": False, "run_dir": None}
+
+
+def _config_dir(value: str | None) -> Path:
+    from bulwark_vpn.config import default_config_dir, parse_config_dir
+
+    path = parse_config_dir(value, "--config-dir") if value is not None else default_config_dir(os.environ)
+    # Made absolute, never resolved: a symbolic link as the folder itself is refused, not followed.
+    return path.absolute()
 
 
 def _config_dir_option(func):
     return click.option(
-        "--config-dir",
-        type=click.Path(file_okay=False, path_type=Path, resolve_path=True),
-        default=lambda: default_config_dir(os.environ).resolve(),
+        "--config-dir", "config_dir",
         show_default="$BULWARK_CONFIG_DIR, /config in a container, else /etc/bulwark",
         help="Folder holding the store and the rendered files.",
     )(func)
 
 
+def _json_option(func):
+    return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (stable fields).")(func)
+
+
 def _interface_option(func):
-    return click.option("--interface", help="The running interface to apply to [the store's].")(func)
+    return click.option("--interface", help="The running interface to act on [the store's].")(func)
+
+
+def _context(config_dir: str | None):
+    from bulwark_vpn.service import DEFAULT_RUN_DIR, Context
+
+    run_dir = Path(_STATE["run_dir"]) if _STATE["run_dir"] else DEFAULT_RUN_DIR
+    return Context(config_dir=_config_dir(config_dir), run_dir=run_dir, environ=dict(os.environ))
 
 
 def _echo_json(value: object) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True))
 
 
-def _networks(value: str | None, what: str):
-    return parse_networks(value, what) if value is not None else None
+def _say(line: str) -> None:
+    click.echo(f"bulwark: {line}", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bulwark")
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
-def cli(debug: bool) -> None:
+@click.option("--run-dir", envvar="BULWARK_RUN_DIR", hidden=True, help="Runtime state folder [/run/bulwark].")
+def cli(debug: bool, run_dir: str | None) -> None:
     """Bulwark: a WireGuard VPN gateway."""
-    global _DEBUG
-    _DEBUG = debug
+    _STATE["debug"] = debug
+    if run_dir is not None:
+        from bulwark_vpn.config import parse_config_dir
+
+        _STATE["run_dir"] = str(parse_config_dir(run_dir, "--run-dir").absolute())
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(message)s", stream=sys.stderr)
+
+
+# -- init -------------------------------------------------------------------------------------------------
 
 
 @cli.command()
@@ -69,30 +94,27 @@ def cli(debug: bool) -> None:
 @click.option("--peer-dns", help="DNS for clients: auto (Bulwark's forwarder) or IPs (PEERDNS).")
 @click.option("--allowed-ips", help="Default client AllowedIPs (ALLOWEDIPS) [0.0.0.0/0, ::/0].")
 @click.option("--mtu", help="Interface MTU for server and clients.")
-@click.option("--backend", type=click.Choice(["auto", "kernel", "userspace"]), help="WireGuard implementation.")
+@click.option("--backend", help="WireGuard implementation: auto, kernel or userspace.")
 @click.option("--egress-interface", help="Interface toward the private network [from the default route].")
 @click.option("--log-confs/--no-log-confs", default=None, help="Print new peers' QR codes to the log (LOG_CONFS).")
 @click.option("--peers", help="Peers to create: a count N (peer1..peerN) or names (PEERS).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def init(config_dir: Path, settings_file: Path | None, peers: str | None, as_json: bool, **flags) -> None:
+@_json_option
+def init(config_dir, settings_file, peers, as_json, **flags) -> None:
     """Create or update the server from flags, the linuxserver variables and a settings file."""
-    result = service.init_from_sources(config_dir, flags=flags, peers=peers, environ=os.environ,
-                                       settings_file=settings_file)
+    from bulwark_vpn import service
+
+    result = service.init_from_sources(_context(config_dir), flags=flags, peers=peers, settings_file=settings_file)
     if as_json:
-        _echo_json({
-            "created": result.created,
-            "adopted_from": str(result.adopted_from) if result.adopted_from else None,
-            "added_peers": list(result.added),
-            "changed_settings": list(result.changed_settings),
-            "config_dir": str(config_dir),
-        })
+        _echo_json(result.to_dict())
         return
-    verb = "created" if result.created else "updated"
     if result.adopted_from:
-        click.echo(f"bulwark: adopted the linuxserver/wireguard config {result.adopted_from}", err=True)
-    click.echo(f"bulwark: server {verb} in {config_dir}", err=True)
+        _say(f"adopted the linuxserver/wireguard config {result.adopted_from}")
+    _say(f"server {'created' if result.created else 'updated'} in {result.config_dir}")
     for name in result.added:
-        click.echo(f"bulwark: added peer {name}", err=True)
+        _say(f"added peer {name}")
+
+
+# -- peers ------------------------------------------------------------------------------------------------
 
 
 @cli.group()
@@ -108,69 +130,66 @@ def peer() -> None:
 @click.option("--keepalive", help="PersistentKeepalive seconds (e.g. 25).")
 @click.option("--public-key", help="The peer's own public key (its private key stays on the client).")
 @_interface_option
-def peer_add(names, config_dir, allowed_ips, server_allowed_ips, keepalive, public_key, interface) -> None:
+@_json_option
+def peer_add(names, config_dir, allowed_ips, server_allowed_ips, keepalive, public_key, interface, as_json) -> None:
     """Add peers: keys, addresses, configs and QR codes."""
-    added = service.add_peers(
-        config_dir,
-        list(names),
-        allowed_ips=_networks(allowed_ips, "--allowed-ips"),
-        server_allowed_ips=_networks(server_allowed_ips, "--server-allowed-ips"),
-        keepalive=parse_keepalive(keepalive) if keepalive is not None else None,
-        public_key=PublicKey.parse(public_key) if public_key is not None else None,
-        interface=interface,
-    )
-    for p in added:
-        extra = f", {p.address6}" if p.address6 else ""
-        click.echo(f"bulwark: added peer {p.name} ({p.address4}{extra})", err=True)
+    from bulwark_vpn import service
+
+    request = service.AddPeersRequest.parse(names, allowed_ips=allowed_ips, server_allowed_ips=server_allowed_ips,
+                                            keepalive=keepalive, public_key=public_key, interface=interface)
+    result = service.add_peers(_context(config_dir), request)
+    if as_json:
+        _echo_json(result.to_dict())
+        return
+    for p in result.peers:
+        _say(f"added peer {p.name} ({p.address4}{', ' + p.address6 if p.address6 else ''})")
 
 
-@peer.command("remove")
-@click.argument("names", nargs=-1, required=True)
-@_config_dir_option
-@_interface_option
-def peer_remove(names, config_dir, interface) -> None:
-    """Remove peers and their files."""
-    for p in service.remove_peers(config_dir, list(names), interface):
-        click.echo(f"bulwark: removed peer {p.name}", err=True)
+def _names_command(verb: str, doc: str):
+    @peer.command(verb, help=doc)
+    @click.argument("names", nargs=-1, required=True)
+    @_config_dir_option
+    @_interface_option
+    @_json_option
+    def command(names, config_dir, interface, as_json) -> None:
+        from bulwark_vpn import service
+
+        request = service.PeerNamesRequest.parse(names, interface=interface)
+        ctx = _context(config_dir)
+        if verb == "remove":
+            result = service.remove_peers(ctx, request)
+        else:
+            result = service.set_peers_enabled(ctx, request, verb == "enable")
+        if as_json:
+            _echo_json(result.to_dict())
+            return
+        for p in result.peers:
+            _say(f"{result.action} peer {p.name}")
+
+    return command
 
 
-def _set_enabled(names, config_dir, interface, enabled: bool) -> None:
-    verb = "enabled" if enabled else "disabled"
-    for p in service.set_peers_enabled(config_dir, list(names), enabled, interface):
-        click.echo(f"bulwark: {verb} peer {p.name}", err=True)
-
-
-@peer.command("enable")
-@click.argument("names", nargs=-1, required=True)
-@_config_dir_option
-@_interface_option
-def peer_enable(names, config_dir, interface) -> None:
-    """Enable peers (they are put back on the device)."""
-    _set_enabled(names, config_dir, interface, True)
-
-
-@peer.command("disable")
-@click.argument("names", nargs=-1, required=True)
-@_config_dir_option
-@_interface_option
-def peer_disable(names, config_dir, interface) -> None:
-    """Disable peers: keys and address are kept, the peer is taken off the device."""
-    _set_enabled(names, config_dir, interface, False)
+_names_command("remove", "Remove peers and their files.")
+_names_command("enable", "Enable peers (they are put back on the device).")
+_names_command("disable", "Disable peers: keys and address are kept, the peer is taken off the device.")
 
 
 @peer.command("list")
 @_config_dir_option
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON (stable fields).")
+@_json_option
 def peer_list(config_dir, as_json) -> None:
     """List peers (no secrets)."""
-    peers = service.list_peers(config_dir)
+    from bulwark_vpn import service
+
+    result = service.list_peers(_context(config_dir))
     if as_json:
-        _echo_json([dataclasses.asdict(p) for p in peers])
+        _echo_json(result.to_dict())
         return
-    for p in peers:
+    width = max([12, *(len(p.name) for p in result.peers)])
+    for p in result.peers:
         state = "" if p.enabled else "  (disabled)"
         six = f"  {p.address6}" if p.address6 else ""
-        click.echo(f"{p.name:<12} {p.address4:<15}{six}  {p.public_key}{state}")
+        click.echo(f"{p.name:<{width}} {p.address4:<15}{six}  {p.public_key}{state}")
 
 
 @peer.command("show")
@@ -178,51 +197,77 @@ def peer_list(config_dir, as_json) -> None:
 @_config_dir_option
 @click.option("--endpoint", help="Override the Endpoint HOST:PORT (e.g. a forwarded port on the same host).")
 @click.option("--qr", is_flag=True, help="Print a terminal QR code instead of the config.")
-def peer_show(name, config_dir, endpoint, qr) -> None:
+@_json_option
+def peer_show(name, config_dir, endpoint, qr, as_json) -> None:
     """Print a peer's wg-quick config (or QR code) to stdout."""
+    from bulwark_vpn import service
+
+    request = service.PeerConfigRequest.parse(name, endpoint=endpoint)
+    ctx = _context(config_dir)
     if qr:
-        click.echo(service.peer_qr(config_dir, name, endpoint), nl=False)
+        click.echo(service.peer_qr_text(ctx, request), nl=False)
+        return
+    config = service.peer_config(ctx, request)
+    if as_json:
+        _echo_json(config.to_dict())
     else:
-        click.echo(service.peer_config(config_dir, name, endpoint), nl=False)
+        click.echo(config.text, nl=False)
+
+
+# -- the gateway ------------------------------------------------------------------------------------------
 
 
 @cli.command()
 @_config_dir_option
 @click.option("--interface", help="Interface name (remembered in the store) [wg0].")
-@click.option("--backend", type=click.Choice(["auto", "kernel", "userspace"]), help="WireGuard implementation.")
+@click.option("--backend", help="WireGuard implementation: auto, kernel or userspace.")
+@click.option("--settings", "settings_file", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="BULWARK_SETTINGS", help="TOML settings file used to set the server up if needed.")
 @click.option("--foreground", is_flag=True, help="Stay attached and supervise (systemd, containers).")
-def up(config_dir, interface, backend, foreground) -> None:
-    """Bring the gateway up from the store (provisioning from the linuxserver variables if needed)."""
+@click.option("--error-file", hidden=True, type=click.Path(dir_okay=False, path_type=Path))
+@_json_option
+def up(config_dir, interface, backend, settings_file, foreground, error_file, as_json) -> None:
+    """Bring the gateway up from the store (setting it up from the linuxserver variables if needed)."""
+    from bulwark_vpn import service
+
+    ctx = _context(config_dir)
     if foreground:
-        service.bring_up_foreground(config_dir, interface=interface, backend=backend, environ=dict(os.environ),
-                                    ready=lambda state: click.echo(f"bulwark: {state.interface} is up "
-                                                                   f"({state.backend}, pid {state.pid})", err=True))
+        _STATE["error_file"] = error_file
+        service.up_foreground(ctx, interface=interface, backend=backend, settings_file=settings_file,
+                              ready=lambda state: _say(f"{state.interface} is up ({state.backend}, pid {state.pid})"))
         return
-    state, log_text = service.bring_up_background(config_dir, interface=interface, backend=backend,
-                                                  environ=dict(os.environ))
-    click.echo(log_text, err=True, nl=False)
+    result = service.up_background(ctx, interface=interface, backend=backend, settings_file=settings_file)
+    click.echo(result.log, err=True, nl=False)
+    if as_json:
+        _echo_json(result.to_dict())
 
 
 @cli.command()
 @_config_dir_option
 @click.option("--interface", help="Interface to take down [the store's].")
-def down(config_dir, interface) -> None:
+@_json_option
+def down(config_dir, interface, as_json) -> None:
     """Take the gateway down: interface, NAT table, DNS forwarder, wireguard-go."""
-    if service.bring_down(config_dir, interface):
-        click.echo("bulwark: the gateway is down", err=True)
-    else:
-        click.echo("bulwark: nothing to take down", err=True)
+    from bulwark_vpn import service
+
+    result = service.down(_context(config_dir), interface=interface)
+    if as_json:
+        _echo_json(result.to_dict())
+        return
+    _say("the gateway is down" if result.stopped else "nothing to take down")
 
 
 @cli.command()
 @_config_dir_option
 @click.option("--interface", help="Interface [the store's].")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON (stable fields).")
+@_json_option
 def status(config_dir, interface, as_json) -> None:
     """Show the interface and each peer's endpoint, handshake and transfer. Exit 1 when down."""
-    report = service.status(config_dir, interface)
+    from bulwark_vpn import service
+
+    report = service.status(_context(config_dir), interface=interface)
     if as_json:
-        _echo_json(dataclasses.asdict(report))
+        _echo_json(report.to_dict())
     else:
         from bulwark_vpn.render.status import render_status
 
@@ -235,13 +280,19 @@ def status(config_dir, interface, as_json) -> None:
 @_config_dir_option
 @click.option("--interface", help="Interface [the store's].")
 @click.option("--dry-run", is_flag=True, help="Only show what would change.")
-def apply(config_dir, interface, dry_run) -> None:
+@_json_option
+def apply(config_dir, interface, dry_run, as_json) -> None:
     """Make the live device match the store now (the supervisor does this on its own)."""
-    changes = service.apply_now(config_dir, dry_run=dry_run, interface=interface)
-    for line in changes:
+    from bulwark_vpn import service
+
+    result = service.apply_now(_context(config_dir), dry_run=dry_run, interface=interface)
+    if as_json:
+        _echo_json(result.to_dict())
+        return
+    for line in result.changes:
         click.echo(line)
-    if not changes:
-        click.echo("bulwark: the device matches the store", err=True)
+    if not result.changes:
+        _say("the device matches the store")
 
 
 @cli.command()
@@ -254,7 +305,7 @@ def demo() -> None:
     click.echo(f"client transfer (peer, received, sent): {result.transfer}")
     click.echo(result.status, nl=False)
     if not result.ok:
-        click.echo("bulwark: demo: the client could not reach the server through the tunnel", err=True)
+        _say("demo: the client could not reach the server through the tunnel")
         sys.exit(ExitCode.FAILURE)
 
 
@@ -280,11 +331,17 @@ def demo() -> None:
 @click.option("--ssh-cidr", "aws_ssh_cidr", help="Open SSH only from this CIDR (default: no SSH).")
 @click.option("--ssh-public-key", "aws_ssh_public_key", help="SSH public key: a file path or the key text.")
 @click.option("--wheel-url", help="Install Bulwark from this wheel URL instead of the package index.")
-def deploy(target, config_dir, out_dir, **options) -> None:
+@_json_option
+def deploy(target, config_dir, out_dir, as_json, **options) -> None:
     """Write deployment files (docker, kubernetes, terraform, systemd) from the store's settings."""
-    written = service.render_deployment(config_dir, target, out_dir, **options)
-    for path in written:
-        click.echo(str(path))
+    from bulwark_vpn import service
+
+    result = service.render_deployment(_context(config_dir), target, out_dir, **options)
+    if as_json:
+        _echo_json(result.to_dict())
+        return
+    for path in result.files:
+        click.echo(path)
 
 
 @cli.command()
@@ -294,9 +351,10 @@ def deploy(target, config_dir, out_dir, **options) -> None:
               help="Check this client wg-quick config instead (run it on the client).")
 @click.option("--fix", is_flag=True, help="Apply the safe fixes after showing them (asks on a terminal).")
 @click.option("--yes", is_flag=True, help="Answer yes to --fix (for scripts).")
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (stable fields).")
+@_json_option
 def doctor(config_dir, interface, peer_config, fix, yes, as_json) -> None:
     """Check the gateway (or a client config): ok / warn / fail, evidence and fix. Exit 1 when a check fails."""
+    from bulwark_vpn import service
     from bulwark_vpn.render import doctor as view
 
     shown = []
@@ -309,24 +367,57 @@ def doctor(config_dir, interface, peer_config, fix, yes, as_json) -> None:
         if yes or (sys.stdin.isatty() and click.confirm("apply these fixes?", err=True)):
             return True
         reason = "" if sys.stdin.isatty() else "not a terminal and no --yes: "
-        click.echo(f"bulwark: {reason}nothing changed (--yes applies them)", err=True)
+        _say(f"{reason}nothing changed (--yes applies them)")
         return False
 
-    report = service.run_doctor(config_dir, interface=interface, peer_config=peer_config, fix=fix, confirm=confirm)
+    ctx = _context(config_dir) if peer_config is None else None
+    report = service.run_doctor(ctx, interface=interface, peer_config=peer_config, fix=fix, confirm=confirm)
     if report.fixes:
         click.echo(view.render_outcomes(report.fixes) + "bulwark: the checks after the fixes:", err=True)
     if as_json:
-        _echo_json(view.results_json(report.final))
+        _echo_json(report.to_dict())
     elif not shown or report.fixes:
         click.echo(view.render_results(report.final), nl=False)
     if fix and not report.fixes and not report.declined and any(r.status in ("warn", "fail") for r in report.checks):
-        click.echo("bulwark: none of these can be fixed by doctor --fix: see the fix lines", err=True)
+        _say("none of these can be fixed by doctor --fix: see the fix lines")
     if report.failed:
         sys.exit(ExitCode.FAILURE)
 
 
+# -- errors -----------------------------------------------------------------------------------------------
+
+# Where the CLI knows which flag a core error is about, it says so (the core never names flags).
+_FLAG_HINTS = {
+    ErrorCode.NOT_INITIALIZED: "bulwark init --config-dir {config_dir}",
+    ErrorCode.OTHER_GATEWAY: "--config-dir {value}",
+}
+
+
+def _cli_hint(exc: BulwarkError) -> str:
+    template = _FLAG_HINTS.get(exc.code)
+    if template is None:
+        return ""
+    config_dir = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--config-dir=")), None)
+    if config_dir is None and "--config-dir" in sys.argv[:-1]:
+        config_dir = sys.argv[sys.argv.index("--config-dir") + 1]
+    filled = template.format(config_dir=config_dir or "DIR", value=exc.value)
+    return f" (try: {filled})"
+
+
+def _report(exc: BulwarkError) -> None:
+    click.echo(f"bulwark: {exc.line()}{_cli_hint(exc)}", err=True)
+    if "--json" in sys.argv:
+        _echo_json({"error": exc.to_dict()})
+    error_file = _STATE.get("error_file")
+    if error_file is not None:
+        try:
+            Path(error_file).write_text(json.dumps(exc.to_dict()))
+        except OSError:
+            pass
+
+
 def main() -> None:
-    """Entry point: one place maps BulwarkError to a one-line message and an exit code."""
+    """Entry point: one place maps errors to one line (or one JSON error) and an exit code."""
     # Everything Bulwark creates (store, WAL, keys, configs) is private to root by default.
     os.umask(0o077)
     try:
@@ -334,22 +425,25 @@ def main() -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
-        click.echo("bulwark: aborted", err=True)
+        _say("aborted")
         sys.exit(ExitCode.FAILURE)
     except click.ClickException as exc:
-        exc.show()
+        # Usage errors are bad input too: one line, exit 2.
+        _report(InputError(exc.format_message().replace("\n", " "), None,
+                           "see 'bulwark --help' for the commands and flags"))
         sys.exit(ExitCode.BAD_INPUT)
     except BulwarkError as exc:
-        if _DEBUG:
+        if _STATE["debug"]:
             raise
-        click.echo(f"bulwark: {exc}", err=True)
+        _report(exc)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
     except OSError as exc:
         # A file or device the system refused (read-only /run, missing permission): one line, no traceback.
-        if _DEBUG:
+        if _STATE["debug"]:
             raise
-        where = f": '{exc.filename}'" if exc.filename else ""
-        click.echo(f"bulwark: {exc.strerror or exc}{where}: check the path and its permissions", err=True)
+        from bulwark_vpn.fsutil import disk_error
+
+        _report(disk_error(exc, exc.filename or "?"))
         sys.exit(ExitCode.FAILURE)

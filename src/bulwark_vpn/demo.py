@@ -107,8 +107,9 @@ class _Lab:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def _client_config(config_dir: Path) -> str:
-    text = service.peer_config(config_dir, "leo_mac", endpoint=f"{SERVER_IP}:{FORWARDED_PORT}")
+def _client_config(ctx: service.Context) -> str:
+    request = service.PeerConfigRequest.parse("leo_mac", endpoint=f"{SERVER_IP}:{FORWARDED_PORT}")
+    text = service.peer_config(ctx, request).text
     # wg-quick's DNS= line needs resolvconf and would rewrite this host's resolver: the demo leaves it out.
     return "\n".join(line for line in text.splitlines() if not line.startswith("DNS")) + "\n"
 
@@ -123,11 +124,12 @@ def run_demo(log: Callable[[str], None]) -> DemoResult:
         request = InitRequest(update=settings_update({
             "server_url": SERVER_IP, "subnet4": "10.13.13.0", "interface": lab.iface, "listen_port": LISTEN_PORT,
         }))
-        service.init_server(lab.config_dir, request)
-        service.add_peers(lab.config_dir, ["leo_mac"])
+        ctx = service.Context(lab.config_dir, environ=dict(os.environ))
+        service.init_server(ctx, request)
+        service.add_peers(ctx, service.AddPeersRequest.parse(["leo_mac"]))
         log("bulwark demo: bringing the server up in its namespace")
         lab.bulwark("up")
-        atomic_write(lab.client_conf, _client_config(lab.config_dir))
+        atomic_write(lab.client_conf, _client_config(ctx))
         log(f"bulwark demo: client: wg-quick up with Endpoint = {SERVER_IP}:{FORWARDED_PORT} (the forwarded port)")
         lab.client.run(["wg-quick", "up", str(lab.client_conf)], env={"WG_QUICK_USERSPACE_IMPLEMENTATION": None})
         ping = lab.client.run(["ping", "-c", "3", "-i", "0.3", "-W", "2", "10.13.13.1"], check=False)

@@ -1,25 +1,57 @@
-"""Atomic, private file writes: temp file in the same folder, chmod, fsync, os.replace."""
+"""Files: atomic private writes, and `SafeFolder`, the only way Bulwark touches its config folder.
+
+Bulwark runs as root over a folder that a container user or another tool may write. Inside it, nothing is
+ever followed: every folder is opened relative to its parent's descriptor with O_NOFOLLOW, every file is
+created with O_EXCL|O_NOFOLLOW as a temp file and renamed over its target, and a symbolic link (or another
+kind of file) where Bulwark expects its own file or folder is an `UnsafePathError` naming it, never followed,
+replaced or chmod-ed. Writes are staged (temp files written) before the store commits and renamed after, so
+a failure before the commit changes nothing and a crash after it leaves each file old or new, never torn.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
+import secrets
+import shutil
+import stat
 import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from bulwark_vpn.errors import ErrorCode, SystemActionError, UnsafePathError
 
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
 PUBLIC_FILE = 0o644
+TEMP_PREFIX = ".bulwark-tmp-"
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def disk_error(exc: OSError, where: object) -> SystemActionError:
+    """An OSError of a write as one line: a full or read-only disk says so (and what to do)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return SystemActionError("the disk is full", str(where), "free some space and run the command again",
+                                 code=ErrorCode.DISK_FULL)
+    if exc.errno == errno.EROFS:
+        return SystemActionError("the file system is read-only", str(where),
+                                 "only read-only commands (peer list, peer show, status, deploy) work here",
+                                 code=ErrorCode.READ_ONLY)
+    return SystemActionError(f"cannot write: {exc.strerror or exc}", str(where), "check the path and its permissions")
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create `path` (and parents) if needed and make it 0700."""
+    """Create `path` (and parents) if needed and make it 0700. For folders outside the config folder (/run)."""
     path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
     os.chmod(path, PRIVATE_DIR)
     return path
 
 
 def atomic_write(path: Path, data: bytes | str, mode: int = PRIVATE_FILE) -> bool:
-    """Write `data` to `path` atomically with `mode`; return False (and touch nothing) if unchanged."""
+    """Write `data` to `path` atomically with `mode`; return False (and touch nothing) if unchanged.
+
+    For files outside the config folder (runtime state, deploy bundles); inside it, use SafeFolder."""
     payload = data.encode() if isinstance(data, str) else data
     try:
         if path.read_bytes() == payload and (path.stat().st_mode & 0o777) == mode:
@@ -48,38 +80,303 @@ def atomic_write(path: Path, data: bytes | str, mode: int = PRIVATE_FILE) -> boo
     return True
 
 
-def atomic_write_many(files: list[tuple[Path, bytes, int]]) -> int:
-    """Write many files atomically with two filesystem syncs in all instead of two fsyncs per file.
+def _split(relative: str) -> list[str]:
+    parts = [p for p in relative.split("/") if p]
+    if not parts or any(p in (".", "..") for p in parts):
+        raise ValueError(f"not a relative path inside the folder: {relative!r}")
+    return parts
 
-    Each changed file goes to a temp file in its folder; one sync makes every temp durable before any
-    rename (so a crash leaves each file old or new, never empty); the renames follow, then one more
-    sync makes them durable. Unchanged files are skipped. Returns how many files were written.
-    """
-    pending: list[tuple[str, Path]] = []
-    try:
-        for path, payload, mode in files:
+
+@dataclass
+class Staged:
+    """Temp files written and synced, waiting to be renamed over their targets (`commit`) or removed (`abort`)."""
+
+    folder: SafeFolder
+    pending: list[tuple[int, str, str]] = field(default_factory=list)  # (dir fd, temp name, target name)
+    removals: list[str] = field(default_factory=list)
+
+    def commit(self) -> int:
+        """Rename every temp over its target, remove the folders listed for removal, then one sync."""
+        for dir_fd, tmp, name in self.pending:
+            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        done = len(self.pending)
+        self.pending = []
+        for relative in self.removals:
+            self.folder.remove_tree(relative)
+        if done or self.removals:
+            os.sync()
+        return done
+
+    def abort(self) -> None:
+        for dir_fd, tmp, _ in self.pending:
             try:
-                if path.read_bytes() == payload and (path.stat().st_mode & 0o777) == mode:
-                    continue
-            except OSError:
-                pass
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            pending.append((tmp, path))
-            os.fchmod(fd, mode)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(payload)
-        if not pending:
-            return 0
-        os.sync()
-        for tmp, path in pending:
-            os.replace(tmp, path)
-        pending_done = len(pending)
-        pending = []
-        os.sync()
-        return pending_done
-    finally:
-        for tmp, _ in pending:
-            try:
-                os.unlink(tmp)
+                os.unlink(tmp, dir_fd=dir_fd)
             except FileNotFoundError:
                 pass
+        self.pending = []
+
+
+class SafeFolder:
+    """The config folder, opened once without following links; every path below it is resolved component by
+    component from directory descriptors."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+        self._dirs: dict[str, int] = {"": fd}
+        self._secured: set[str] = set()
+
+    # -- opening --------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path, *, create: bool = False) -> SafeFolder:
+        """Open the config folder itself: a symlink there is refused (pass the real folder); with `create`,
+        a missing folder is made 0700 (its parents as usual)."""
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            if not create:
+                raise
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.mkdir(path, PRIVATE_DIR)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise disk_error(exc, path) from None
+            info = os.lstat(path)
+        if stat.S_ISLNK(info.st_mode):
+            raise UnsafePathError("the config folder is a symbolic link", str(path),
+                                  f"Bulwark never follows links in its folder: pass the real folder "
+                                  f"('{os.path.realpath(path)}') if you trust it")
+        if not stat.S_ISDIR(info.st_mode):
+            raise UnsafePathError("the config folder is not a folder", str(path), "pass a folder")
+        fd = os.open(path, _DIR_FLAGS)
+        return cls(path, fd)
+
+    def close(self) -> None:
+        for fd in set(self._dirs.values()):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._dirs = {}
+
+    def __enter__(self) -> SafeFolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _unsafe(self, relative: str, what: str) -> UnsafePathError:
+        return UnsafePathError(f"{what} where Bulwark expects its own", str(self.path / relative),
+                               "Bulwark never follows or replaces it: remove it (or move it away) and run the "
+                               "command again")
+
+    def _open_dir(self, relative: str, *, create: bool) -> int:
+        """The descriptor of a folder below the root, creating missing components (0700) when asked."""
+        if relative in self._dirs:
+            fd = self._dirs[relative]
+            if create:
+                self._secure(fd, relative)
+            return fd
+        parts = _split(relative)
+        parent = self._open_dir("/".join(parts[:-1]), create=create) if len(parts) > 1 else self.fd
+        name = parts[-1]
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            if not create:
+                raise
+            try:
+                os.mkdir(name, PRIVATE_DIR, dir_fd=parent)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise disk_error(exc, self.path / relative) from None
+            fd = self._open_existing_dir(parent, name, relative)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise self._unsafe(relative, self._kind(parent, name)) from None
+            raise
+        self._dirs[relative] = fd
+        if create:
+            self._secure(fd, relative)
+        return fd
+
+    def _secure(self, fd: int, relative: str) -> None:
+        """Writing into a folder: keys live in 0700 folders (an adopted layout may have had 0755)."""
+        if relative not in self._secured:
+            if stat.S_IMODE(os.fstat(fd).st_mode) != PRIVATE_DIR:
+                os.fchmod(fd, PRIVATE_DIR)
+            self._secured.add(relative)
+
+    def _open_existing_dir(self, parent: int, name: str, relative: str) -> int:
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=parent)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise self._unsafe(relative, self._kind(parent, name)) from None
+            raise
+
+    @staticmethod
+    def _kind(parent: int, name: str) -> str:
+        try:
+            mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
+        except OSError:
+            return "something"
+        return "a symbolic link" if stat.S_ISLNK(mode) else "a file" if stat.S_ISREG(mode) else "something else"
+
+    def _parent(self, relative: str, *, create: bool) -> tuple[int, str]:
+        parts = _split(relative)
+        parent = self._open_dir("/".join(parts[:-1]), create=create) if len(parts) > 1 else self.fd
+        return parent, parts[-1]
+
+    # -- reading --------------------------------------------------------------------------------------
+
+    def lstat(self, relative: str) -> os.stat_result | None:
+        """The entry's own status (links not followed), or None when it or a folder on its way is missing."""
+        try:
+            parent, name = self._parent(relative, create=False)
+            return os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+    def exists(self, relative: str) -> bool:
+        return self.lstat(relative) is not None
+
+    def read_bytes(self, relative: str) -> bytes:
+        """A regular file's content; a link there is an UnsafePathError. FileNotFoundError when missing."""
+        parent, name = self._parent(relative, create=False)
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=parent)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise self._unsafe(relative, "a symbolic link") from None
+            raise
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise self._unsafe(relative, "something other than a file")
+            return fh.read()
+
+    def listdir(self, relative: str = "") -> list[str]:
+        try:
+            fd = self._open_dir(relative, create=False) if relative else self.fd
+        except FileNotFoundError:
+            return []
+        return os.listdir(fd)
+
+    # -- writing --------------------------------------------------------------------------------------
+
+    def stage(self, files: Iterable[tuple[str, bytes, int]], remove: Iterable[str] = ()) -> Staged:
+        """Write each changed file to a temp beside its target (O_EXCL|O_NOFOLLOW) and sync them all once; the
+        targets are untouched until `Staged.commit`. Unchanged files are skipped. On any failure the temps
+        written so far are removed and the error raised: nothing has changed."""
+        staged = Staged(self)
+        try:
+            for relative, payload, mode in files:
+                parent, name = self._parent(relative, create=True)
+                current = self._current(parent, name, relative)
+                if current is not None and current == (payload, mode):
+                    continue
+                tmp = f"{TEMP_PREFIX}{name}-{secrets.token_hex(4)}"
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
+                             dir_fd=parent)
+                staged.pending.append((parent, tmp, name))
+                with os.fdopen(fd, "wb") as fh:
+                    os.fchmod(fh.fileno(), mode)
+                    fh.write(payload)
+            for relative in remove:
+                info = self.lstat(relative)
+                if info is not None:
+                    if stat.S_ISLNK(info.st_mode):
+                        raise self._unsafe(relative, "a symbolic link")  # refused before anything commits
+                    staged.removals.append(relative)
+            if staged.pending:
+                os.sync()
+        except OSError as exc:
+            staged.abort()
+            raise disk_error(exc, self.path) from None
+        except BaseException:
+            staged.abort()
+            raise
+        return staged
+
+    def _current(self, parent: int, name: str, relative: str) -> tuple[bytes, int] | None:
+        """The target's content and mode when it is a regular file, None when missing; anything else refused."""
+        try:
+            info = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISLNK(info.st_mode):
+            raise self._unsafe(relative, "a symbolic link")
+        if not stat.S_ISREG(info.st_mode):
+            raise self._unsafe(relative, "something other than a file")
+        return self.read_bytes(relative), stat.S_IMODE(info.st_mode)
+
+    def write_many(self, files: Iterable[tuple[str, bytes, int]]) -> int:
+        """Stage and commit at once (when no store transaction needs to sit in between)."""
+        return self.stage(files).commit()
+
+    def remove_tree(self, relative: str) -> bool:
+        """Remove a folder Bulwark made (a peer's); a link there is refused, not followed. False if missing."""
+        try:
+            parent, name = self._parent(relative, create=False)
+        except FileNotFoundError:
+            return False
+        try:
+            info = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        if stat.S_ISLNK(info.st_mode):
+            raise self._unsafe(relative, "a symbolic link")
+        cached = [key for key in self._dirs if key == relative or key.startswith(relative + "/")]
+        for key in cached:
+            os.close(self._dirs.pop(key))
+            self._secured.discard(key)
+        if stat.S_ISDIR(info.st_mode):
+            # rmtree with dir_fd works from descriptors and never follows a link planted below (3.11+).
+            shutil.rmtree(name, dir_fd=parent)
+        else:
+            os.unlink(name, dir_fd=parent)
+        return True
+
+    def remove_file(self, relative: str) -> bool:
+        try:
+            parent, name = self._parent(relative, create=False)
+            info = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        if stat.S_ISDIR(info.st_mode):
+            raise self._unsafe(relative, "a folder")
+        os.unlink(name, dir_fd=parent)
+        return True
+
+    def temp_files(self, folders: Iterable[str] | None = None) -> Iterator[str]:
+        """Leftover temp files (they may hold private keys) in the given folders, or in every folder below."""
+        names = [""] + sorted(folders) if folders is not None else None
+        todo = names if names is not None else [""]
+        seen: set[str] = set()
+        while todo:
+            relative = todo.pop()
+            if relative in seen:
+                continue
+            seen.add(relative)
+            try:
+                fd = self._open_dir(relative, create=False) if relative else self.fd
+            except (FileNotFoundError, UnsafePathError):
+                continue
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    child = f"{relative}/{entry.name}" if relative else entry.name
+                    if entry.name.startswith(TEMP_PREFIX) and entry.is_file(follow_symlinks=False):
+                        yield child
+                    elif names is None and entry.is_dir(follow_symlinks=False):
+                        todo.append(child)
+
+    def remove_temp_files(self, folders: Iterable[str] | None = None) -> int:
+        count = 0
+        for relative in list(self.temp_files(folders)):
+            if self.remove_file(relative):
+                count += 1
+        return count

@@ -121,6 +121,8 @@ class SettingsUpdate:
     log_confs: bool | None = None
     backend: Backend | None = None
     egress_interface: str | None = None
+    # Set by discovery (SERVERURL=auto), never by users.
+    discovered_url: str | None = None
     clear: frozenset[str] = frozenset()
 
     def merged_over(self, other: SettingsUpdate) -> SettingsUpdate:

@@ -326,6 +326,12 @@ def probe(address: str, port: int = DNS_PORT, name: str = ".", timeout: float = 
 
     Any response counts, SERVFAIL included: the question is whether something answers DNS there.
     """
+    return probe_rcode(address, port, name, timeout) is not None
+
+
+def probe_rcode(address: str, port: int = DNS_PORT, name: str = ".", timeout: float = 1.0) -> int | None:
+    """The response code of one real query (NS of `name`, the root by default, which every working resolver
+    answers), or None when nothing answers in time. SERVFAIL from a forwarder means its upstreams failed."""
     query = DNSRecord.question(name, "NS")
     deadline = time.monotonic() + timeout
     try:
@@ -339,10 +345,10 @@ def probe(address: str, port: int = DNS_PORT, name: str = ".", timeout: float = 
                 except DNSError:
                     continue
                 if reply.header.id == query.header.id and reply.header.qr:
-                    return True
+                    return int(reply.header.rcode)
     except OSError as exc:
         logger.debug("dns probe of %s port %d failed: %r", address, port, exc)
-    return False
+    return None
 
 
 class _UdpListener(asyncio.DatagramProtocol):

@@ -38,15 +38,17 @@ from bulwark_vpn.dataplane.apply import (
     drop_conflicting_peers,
 )
 from bulwark_vpn.dataplane.runner import RollbackStack, Runner, Undo
-from bulwark_vpn.errors import BulwarkError, SystemActionError
+from bulwark_vpn.errors import BulwarkError, ConflictError, ErrorCode, SystemActionError
 from bulwark_vpn.fsutil import atomic_write, ensure_private_dir
 from bulwark_vpn.keys import PrivateKey, PublicKey
 from bulwark_vpn.model import Peer, Settings
-from bulwark_vpn.store import Store
+from bulwark_vpn.store import Store, open_store
 
 LOGGER = logging.getLogger("bulwark_vpn")
 
-RUN_DIR = Path(os.environ.get("BULWARK_RUN_DIR", "/run/bulwark"))
+# Where running gateways record what they did. Injected everywhere (tests use their own folder); the CLI takes it
+# from --run-dir / BULWARK_RUN_DIR.
+DEFAULT_RUN_DIR = Path("/run/bulwark")
 POLL_INTERVAL = 0.2  # store revision checks: changes from other processes land within 1 s
 DRIFT_INTERVAL = 2.0  # full comparison with the live device, at least this often...
 DRIFT_DUTY = 0.05  # ...but reading a large device (10k peers: ~0.2 s) may use at most 5% of a core
@@ -57,8 +59,12 @@ class LinkLost(SystemActionError):
     """A kernel interface vanished under the supervisor: nothing to restart, so it stops."""
 
 
-def state_path(iface: str) -> Path:
-    return RUN_DIR / f"{iface}.json"
+def state_path(run_dir: Path, iface: str) -> Path:
+    return run_dir / f"{iface}.json"
+
+
+def log_path(run_dir: Path, iface: str) -> Path:
+    return run_dir / f"{iface}.log"
 
 
 @dataclass
@@ -78,19 +84,32 @@ class RuntimeState:
     # The supervisor's start time (clock ticks after boot, /proc/PID/stat): with the pid, it names one
     # process for good, so a pid reused after a crash is never taken for the supervisor.
     pid_start: int | None = None
+    # The store this gateway serves (its gateway id): a command for another folder must not act on it.
+    gateway_id: str | None = None
 
-    def save(self) -> None:
-        ensure_private_dir(RUN_DIR)
-        atomic_write(state_path(self.interface), json.dumps(asdict(self), indent=2))
+    def save(self, run_dir: Path) -> None:
+        ensure_private_dir(run_dir)
+        atomic_write(state_path(run_dir, self.interface), json.dumps(asdict(self), indent=2))
 
     @classmethod
-    def load(cls, iface: str) -> RuntimeState | None:
+    def load(cls, run_dir: Path, iface: str) -> RuntimeState | None:
         try:
-            data = json.loads(state_path(iface).read_text())
+            data = json.loads(state_path(run_dir, iface).read_text())
         except (OSError, ValueError):
             return None
+        if not isinstance(data, dict):
+            return None
         known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError:
+            return None
+
+    def serves(self, config_dir: Path, gateway_id: str | None) -> bool:
+        """True if this gateway runs from `config_dir`'s store (same id, or same folder for older state files)."""
+        if self.gateway_id is not None and gateway_id is not None:
+            return self.gateway_id == gateway_id
+        return Path(self.config_dir) == config_dir.resolve()
 
     def supervisor_alive(self) -> bool:
         """True if the supervisor that wrote this file still runs. After a crash its pid may belong to
@@ -225,11 +244,13 @@ def apply_peer_changes(
 class Gateway:
     """Brings one interface up from the store, supervises it, and takes it down."""
 
-    def __init__(self, config_dir: Path, runner: Runner | None = None, log: Callable[[str], None] | None = None):
+    def __init__(self, config_dir: Path, run_dir: Path = DEFAULT_RUN_DIR, runner: Runner | None = None,
+                 log: Callable[[str], None] | None = None):
         self.config_dir = config_dir
+        self.run_dir = run_dir
         self.runner = runner or Runner(log=log)
         self.log = log or (lambda line: LOGGER.info("%s", line))
-        self.store = Store.open(config_dir, create=False)
+        self.store = open_store(config_dir)
         self.settings = self.store.settings()
         self.iface = self.settings.interface
         self.child: link.UserspaceProcess | None = None
@@ -337,8 +358,9 @@ class Gateway:
                 interface=self.iface, config_dir=str(self.config_dir.resolve()), pid=os.getpid(), backend=backend,
                 egress=egress, forwarding_before={"ipv4": before.ipv4, "ipv6": before.ipv6}, firewall=True,
                 dns=dns_undo is not None, ready=True, pid_start=process_start_time(os.getpid()),
+                gateway_id=self.store.gateway_id(),
             )
-            self.state.save()
+            self.state.save(self.run_dir)
         return self.state
 
     def _keep_router_advertisements(self, egress: str) -> None:
@@ -351,17 +373,7 @@ class Gateway:
             self.runner.run(["sysctl", "-q", "-w", f"{name}=2"])
 
     def _refuse_if_running(self) -> None:
-        state = RuntimeState.load(self.iface)
-        if state is not None and state.supervisor_alive() and state.pid != os.getpid():
-            raise SystemActionError(
-                f"interface '{self.iface}' is already run by Bulwark (pid {state.pid}): "
-                f"use 'bulwark down --interface {self.iface}' first"
-            )
-        if link.link_exists(self.runner, self.iface):
-            raise SystemActionError(
-                f"interface '{self.iface}' already exists and is not Bulwark's: remove it "
-                f"('ip link del {self.iface}' or 'wg-quick down {self.iface}') or choose another --interface"
-            )
+        refuse_if_running(self.runner, self.run_dir, self.iface, own_pid=os.getpid())
 
     def _delete_link(self) -> None:
         if self.child is not None:
@@ -487,17 +499,17 @@ class Gateway:
 
     def tear_down(self) -> None:
         """Undo everything the bring-up did (recorded in the state file), even after a crash."""
-        state = self.state or RuntimeState.load(self.iface)
+        state = self.state or RuntimeState.load(self.run_dir, self.iface)
         self._stop_dns()
         self._delete_link()
-        release_system(self.runner, self.iface, state)
+        release_system(self.runner, self.run_dir, self.iface, state)
         self.store.close()
 
 
-def run_foreground(config_dir: Path, log: Callable[[str], None] | None = None,
+def run_foreground(config_dir: Path, run_dir: Path = DEFAULT_RUN_DIR, log: Callable[[str], None] | None = None,
                    ready: Callable[[RuntimeState], None] | None = None) -> None:
     """`bulwark up --foreground`: bring up, supervise until SIGTERM/SIGINT, tear down."""
-    gateway = Gateway(config_dir, log=log)
+    gateway = Gateway(config_dir, run_dir, log=log)
     stop = threading.Event()
 
     def _signal(signum: int, _frame: object) -> None:
@@ -519,35 +531,50 @@ def run_foreground(config_dir: Path, log: Callable[[str], None] | None = None,
                 signal.signal(sig, handler)
 
 
-def stop_gateway(iface: str, runner: Runner | None = None, timeout: float = 15.0) -> bool:
+def stop_gateway(run_dir: Path, iface: str, runner: Runner | None = None, timeout: float = 15.0) -> bool:
     """`bulwark down`: ask the supervisor to tear down; clean up directly if it is gone. False if nothing ran."""
     runner = runner or Runner()
-    state = RuntimeState.load(iface)
+    state = RuntimeState.load(run_dir, iface)
     if state is not None and state.supervisor_alive():
         os.kill(state.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and state.supervisor_alive():
             time.sleep(0.05)
         if state.supervisor_alive():
-            raise SystemActionError(f"the supervisor of '{iface}' (pid {state.pid}) did not stop in {timeout:g}s")
-        if _leftovers(runner, iface):
+            raise SystemActionError(f"the supervisor of '{iface}' did not stop in {timeout:g} s", f"pid {state.pid}",
+                                    "stop it by hand (kill) and run 'bulwark down' again")
+        if _leftovers(runner, run_dir, iface):
             # Its teardown stopped partway (a failed command, a kill during it): finish the job.
             LOGGER.warning("bulwark: the supervisor of %s left parts of the gateway behind; removing them", iface)
-            release_system(runner, iface, state)
-    elif _leftovers(runner, iface):
-        release_system(runner, iface, state)
+            release_system(runner, run_dir, iface, state)
+    elif _leftovers(runner, run_dir, iface):
+        release_system(runner, run_dir, iface, state)
     else:
         return False
-    (RUN_DIR / f"{iface}.log").unlink(missing_ok=True)
+    log_path(run_dir, iface).unlink(missing_ok=True)
     return True
 
 
-def _leftovers(runner: Runner, iface: str) -> bool:
+def _leftovers(runner: Runner, run_dir: Path, iface: str) -> bool:
     """True if the state file, the link or the firewall table of `iface` is still there."""
-    return state_path(iface).exists() or link.link_exists(runner, iface) or firewall.firewall_present(runner, iface)
+    return (state_path(run_dir, iface).exists() or link.link_exists(runner, iface)
+            or firewall.firewall_present(runner, iface))
 
 
-def release_system(runner: Runner, iface: str, state: RuntimeState | None) -> None:
+def refuse_if_running(runner: Runner, run_dir: Path, iface: str, own_pid: int | None = None) -> None:
+    """ConflictError when a Bulwark supervisor already runs `iface`, or the interface exists and is not Bulwark's:
+    the same condition gives the same error whichever command meets it."""
+    state = RuntimeState.load(run_dir, iface)
+    if state is not None and state.supervisor_alive() and state.pid != own_pid:
+        raise ConflictError(f"the gateway on '{iface}' is already up", f"pid {state.pid}",
+                            "take it down first ('bulwark down')", code=ErrorCode.ALREADY_RUNNING)
+    if link.link_exists(runner, iface) and (state is None or not state.supervisor_alive()):
+        raise ConflictError("the interface already exists and is not Bulwark's", iface,
+                            f"remove it ('ip link del {iface}' or 'wg-quick down {iface}') or choose another "
+                            f"interface name")
+
+
+def release_system(runner: Runner, run_dir: Path, iface: str, state: RuntimeState | None) -> None:
     """Remove what a gateway put on the system: its firewall table, the link, forwarding it turned on
     (back to the values recorded at bring-up) and its state file. Also used after a supervisor crash."""
     firewall.remove_firewall(runner, iface)
@@ -556,7 +583,7 @@ def release_system(runner: Runner, iface: str, state: RuntimeState | None) -> No
     if state is not None:
         before = state.forwarding_before
         netcfg.set_forwarding(runner, ipv4=before.get("ipv4"), ipv6=before.get("ipv6"))
-    state_path(iface).unlink(missing_ok=True)
+    state_path(run_dir, iface).unlink(missing_ok=True)
 
 
 # -- status -------------------------------------------------------------------------------------------
@@ -587,17 +614,20 @@ class GatewayStatus:
     addresses: list[str]
     peers: list[PeerStatus]
 
+    def to_dict(self) -> dict:
+        """What `status --json` prints and the API returns; fields are only ever added."""
+        return asdict(self)
 
-def gateway_status(config_dir: Path, iface: str | None = None, runner: Runner | None = None,
+
+def gateway_status(store: Store, run_dir: Path, iface: str | None = None, runner: Runner | None = None,
                    now: float | None = None) -> GatewayStatus:
     """The interface and every peer's endpoint, handshake and transfer; public keys only."""
     runner = runner or Runner()
-    with Store.open(config_dir, create=False) as store:
-        settings = store.settings()
-        peers = store.peers()
-        key = store.require_server_key()
+    settings = store.settings()
+    peers = store.peers()
+    key = store.require_server_key()
     name = iface or settings.interface
-    state = RuntimeState.load(name)
+    state = RuntimeState.load(run_dir, name)
     device = wg.read_device(runner, name) if link.link_exists(runner, name) else None
     moment = time.time() if now is None else now
     live = device.peers if device is not None else {}

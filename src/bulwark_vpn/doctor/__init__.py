@@ -55,9 +55,19 @@ class DoctorReport:
     def failed(self) -> bool:
         return any_failed(self.final)
 
+    def to_dict(self) -> dict:
+        """What `doctor --json` prints and the API returns: the final results, the fixes applied, the verdict."""
+        return {
+            "checks": [r.to_dict() for r in self.final],
+            "fixes": [{"name": f.name, "ok": f.ok, "detail": f.detail} for f in self.fixes],
+            "declined": self.declined,
+            "failed": self.failed,
+        }
+
 
 def diagnose(config_dir: Path | None = None, *, interface: str | None = None, peer_config: Path | None = None,
-             fix: bool = False, confirm: Confirm | None = None, runner: Runner | None = None) -> DoctorReport:
+             fix: bool = False, confirm: Confirm | None = None, runner: Runner | None = None,
+             run_dir: Path | None = None) -> DoctorReport:
     """Run the server checks (or the client checks of `peer_config`); with `fix`, apply the safe fixes once
     `confirm(results, fixable)` says yes, then run the checks again."""
     def run() -> list[CheckResult]:
@@ -65,7 +75,7 @@ def diagnose(config_dir: Path | None = None, *, interface: str | None = None, pe
             return run_client_checks(peer_config, runner=runner)
         if config_dir is None:
             raise ValueError("diagnose needs a config dir or a peer config")
-        return run_server_checks(config_dir, interface=interface, runner=runner)
+        return run_server_checks(config_dir, interface=interface, runner=runner, run_dir=run_dir)
 
     results = run()
     report = DoctorReport(results, final=results)

@@ -21,9 +21,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from dnslib import RCODE
+
 from bulwark_vpn.dataplane import dns, firewall, link
 from bulwark_vpn.dataplane.apply import AddPeer, RemovePeer, SetInterface, UpdatePeer, diff_device
-from bulwark_vpn.dataplane.gateway import ONLINE_WINDOW
+from bulwark_vpn.dataplane.gateway import DEFAULT_RUN_DIR, ONLINE_WINDOW
 from bulwark_vpn.dataplane.runner import Runner
 from bulwark_vpn.doctor.common import address_kind, listing, plural, resolve
 from bulwark_vpn.doctor.facts import ServerContext
@@ -98,20 +100,27 @@ def check_permissions(ctx: ServerContext) -> CheckResult:
     if not root.is_dir():
         return skip("permissions", f"not checked: {root} does not exist")
     loose: list[tuple[str, int, int]] = []  # (path, mode, wanted)
-    for folder, _dirs, files in os.walk(root):
+    links: list[str] = []
+    for folder, dirs, files in os.walk(root):
         mode = stat.S_IMODE(os.lstat(folder).st_mode)
         if mode & 0o077:
             loose.append((folder, mode, PRIVATE_DIR))
+        links += [os.path.relpath(os.path.join(folder, d), root)
+                  for d in dirs if os.path.islink(os.path.join(folder, d))]
         for name in files:
-            if not _secret_file(name):
-                continue
             path = os.path.join(folder, name)
             try:
                 info = os.lstat(path)
             except OSError:
                 continue  # removed meanwhile (a WAL checkpoint)
-            if stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) & 0o077:
+            if stat.S_ISLNK(info.st_mode):
+                links.append(os.path.relpath(path, root))
+            elif _secret_file(name) and stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) & 0o077:
                 loose.append((path, stat.S_IMODE(info.st_mode), PRIVATE_FILE))
+    if links:
+        return fail("permissions", f"symbolic links in the config folder: {listing(sorted(links), 5)}: Bulwark never "
+                                   f"follows them and refuses to write where one stands",
+                    "remove them: " + "; ".join(f"rm {shlex.quote(os.path.join(root, link))}" for link in links[:3]))
     if not loose:
         return ok("permissions", f"{root}: folders 0700, store and secrets 0600")
     shown = [f"{os.path.relpath(p, root) if p != str(root) else p} {m:04o} (want {w:04o})" for p, m, w in loose]
@@ -539,9 +548,18 @@ def check_dns(ctx: ServerContext) -> CheckResult:
     # The forwarder answers SERVFAIL only after trying each upstream (2 s each): wait for that, not less.
     upstreams = dns.read_system_resolvers(exclude=listen)
     timeout = min(DNS_PROBE_CAP, 2.0 * max(1, len(upstreams)) + 0.5)
-    silent = [address for address in listen if not dns.probe(address, timeout=timeout)]
+    rcodes = {address: dns.probe_rcode(address, timeout=timeout) for address in listen}
+    silent = [address for address, rcode in rcodes.items() if rcode is None]
     if not silent:
-        return ok("dns", f"the forwarder answers on {where}")
+        failing = [address for address, rcode in rcodes.items() if rcode == RCODE.SERVFAIL]
+        if failing:
+            return warn("dns", f"the forwarder on {', '.join(_host_port(a, 53) for a in failing)} answers, but "
+                               f"SERVFAIL for every name: its upstream resolver(s) "
+                               f"{', '.join(upstreams) or '(none in /etc/resolv.conf)'} did not answer",
+                        "make those resolvers reachable from this host (see /etc/resolv.conf), or give clients "
+                        f"another resolver: {ctx.cli('init')} --peer-dns 1.1.1.1")
+        return ok("dns", f"the forwarder answers on {where} and resolves through "
+                         f"{', '.join(upstreams) or 'the local resolver'}")
     evidence = f"no DNS answer from {', '.join(_host_port(a, 53) for a in silent)} in {timeout:g} s"
     owners = {f"'{name}' (pid {pid})" for s in ctx.host.udp_sockets() if s.port == 53 and s.address in silent
               for name, pid in s.owners if state is None or pid != state.pid}
@@ -791,7 +809,7 @@ def run_checks(ctx: Ctx, checks: Sequence[tuple[str, Callable[[Ctx], CheckResult
 
 
 def run_server_checks(config_dir: Path, *, interface: str | None = None, runner: Runner | None = None,
-                      now: float | None = None) -> list[CheckResult]:
+                      now: float | None = None, run_dir: Path | None = None) -> list[CheckResult]:
     """Every server check for the gateway of `config_dir` (interface: the store's unless given)."""
-    ctx = ServerContext.load(config_dir, interface, runner, now)
+    ctx = ServerContext.load(config_dir, interface, runner, now, run_dir or DEFAULT_RUN_DIR)
     return run_checks(ctx, SERVER_CHECKS)

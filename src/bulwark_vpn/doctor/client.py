@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dnslib import RCODE
+
 from bulwark_vpn.dataplane import dns, link
 from bulwark_vpn.dataplane.runner import Runner
 from bulwark_vpn.doctor import handshake
@@ -254,16 +256,23 @@ def check_dns(ctx: ClientContext) -> CheckResult:
     if dead:
         return skip("dns", f"not checked: the tunnel on {', '.join(dead)} has no working session (no handshake in "
                            "the last 3 min), so nothing can cross it: see the handshake check")
-    silent, answered = [], []
+    silent, answered, servfail = [], [], []
     for server, dev in tunnel:
         started = time.monotonic()
-        if dns.probe(str(server), timeout=DNS_TIMEOUT):
-            answered.append(f"{server} via {dev} in {(time.monotonic() - started) * 1000:.0f} ms")
-        else:
+        rcode = dns.probe_rcode(str(server), timeout=DNS_TIMEOUT)
+        if rcode is None:
             silent.append(f"{server} via {dev}")
+        elif rcode == RCODE.SERVFAIL:
+            servfail.append(f"{server} via {dev}")
+        else:
+            answered.append(f"{server} via {dev} in {(time.monotonic() - started) * 1000:.0f} ms")
     if silent:
         return fail("dns", f"no DNS answer through the tunnel from {', '.join(silent)} in {DNS_TIMEOUT:g} s",
                     "on the server: bulwark doctor (dns check); or set another resolver in DNS =")
+    if servfail:
+        return warn("dns", f"{', '.join(servfail)} answers through the tunnel, but SERVFAIL for every name: the "
+                           f"server's upstream resolver does not answer it",
+                    "on the server: bulwark doctor (dns check names the upstream); or set another resolver in DNS =")
     return ok("dns", f"DNS answered through the tunnel: {', '.join(answered)}")
 
 

@@ -12,7 +12,6 @@ import ipaddress
 import json
 import re
 import shlex
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -21,13 +20,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bulwark_vpn.dataplane import link, wg
-from bulwark_vpn.dataplane.gateway import RuntimeState, desired_device
+from bulwark_vpn.dataplane.gateway import DEFAULT_RUN_DIR, RuntimeState, desired_device
 from bulwark_vpn.dataplane.runner import Runner
 from bulwark_vpn.doctor.nftrules import resolve_conntrack_matches
-from bulwark_vpn.errors import BulwarkError
+from bulwark_vpn.errors import BulwarkError, ErrorCode
 from bulwark_vpn.keys import PrivateKey
 from bulwark_vpn.model import Peer, Settings
-from bulwark_vpn.store import SCHEMA_VERSION, STORE_NAME, Store
+from bulwark_vpn.store import SCHEMA_VERSION, open_store
 
 T = TypeVar("T")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -234,29 +233,18 @@ class StoreView:
 
 
 def read_store(config_dir: Path) -> StoreView:
-    """Open the store read-only, run SQLite's quick_check, and read settings, key and peers."""
-    path = config_dir / STORE_NAME
-    if not path.exists():
-        return StoreView(problem="missing")
+    """Open the store read-only (through the store interface: quick_check on open, no migration, no chmod) and read
+    settings, key and peers; a problem is described, never raised."""
     try:
-        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=5)
-    except sqlite3.Error as exc:
-        return StoreView(problem=f"cannot open: {exc}")
-    try:
-        check = conn.execute("PRAGMA quick_check").fetchone()
-        if check is None or check[0] != "ok":
-            return StoreView(problem=f"quick_check: {check[0] if check else 'no answer'}")
-        row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        schema = int(row[0]) if row else 0
-        if schema > SCHEMA_VERSION:
-            return StoreView(schema=schema, problem=f"schema version {schema} is newer than this Bulwark's "
-                                                    f"({SCHEMA_VERSION})")
-        store = Store(path, conn)
-        return StoreView(store.settings(), store.peers(), store.server_key(), schema)
-    except (sqlite3.Error, BulwarkError, ValueError) as exc:
-        return StoreView(problem=f"unreadable: {exc}")
-    finally:
-        conn.close()
+        with open_store(config_dir, read_only=True, lock_timeout=5) as store:
+            schema = store.schema_version()
+            return StoreView(store.settings(), store.peers(), store.server_key(), schema)
+    except BulwarkError as exc:
+        if exc.code == ErrorCode.NOT_INITIALIZED:
+            return StoreView(problem="missing")
+        if exc.code == ErrorCode.STORE_NEWER:
+            return StoreView(schema=SCHEMA_VERSION + 1, problem=exc.line())
+        return StoreView(problem=f"unreadable: {exc.line()}")
 
 
 @dataclass
@@ -269,14 +257,15 @@ class ServerContext:
     state: RuntimeState | None
     host: HostFacts
     now: float
+    run_dir: Path = DEFAULT_RUN_DIR
 
     @classmethod
     def load(cls, config_dir: Path, interface: str | None = None, runner: Runner | None = None,
-             now: float | None = None) -> ServerContext:
+             now: float | None = None, run_dir: Path = DEFAULT_RUN_DIR) -> ServerContext:
         store = read_store(config_dir)
         iface = interface or (store.settings.interface if store.settings is not None else "wg0")
-        return cls(config_dir, iface, store, RuntimeState.load(iface), HostFacts(runner or Runner()),
-                   time.time() if now is None else now)
+        return cls(config_dir, iface, store, RuntimeState.load(run_dir, iface), HostFacts(runner or Runner()),
+                   time.time() if now is None else now, run_dir)
 
     @property
     def settings(self) -> Settings:

@@ -52,9 +52,15 @@ def _chmod(runner: Runner, params: dict[str, Any]) -> str:
     for path, mode in params["paths"]:
         runner.announce(["chmod", f"{mode:o}", path])
         try:
-            os.chmod(path, mode)
+            # Through a descriptor opened without following a link: a file swapped for a link since the check
+            # is refused (ELOOP), never chmod-ed through.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             continue  # a WAL file SQLite removed meanwhile
+        try:
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
         done.append(path)
     return f"chmod {len(done)} path{'s' if len(done) != 1 else ''} to 0600 (files) / 0700 (folders)"
 
@@ -89,7 +95,7 @@ def _apply(runner: Runner, params: dict[str, Any]) -> str:
 
     view = read_store(Path(params["config_dir"]))
     if not view.usable or view.settings is None or view.server_key is None:
-        raise StoreError(f"cannot read the store in '{params['config_dir']}': {view.problem}")
+        raise StoreError("cannot read the store", params["config_dir"], view.problem)
     iface = params["interface"]
     changes = apply_device(runner, iface, desired_device(view.settings, view.server_key, view.peers))
     return f"applied {len(changes)} change{'s' if len(changes) != 1 else ''} to {iface}"

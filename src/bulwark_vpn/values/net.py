@@ -32,6 +32,8 @@ MAX_PREFIX6 = 126
 def parse_ip_address(value: object, what: str = "IP address") -> IPAddress:
     """An IPv4 or IPv6 address, without zone id, brackets or spaces."""
     hint = "use an IPv4 or IPv6 address, e.g. 203.0.113.5 or 2001:db8::1"
+    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return value  # already a value (library callers); only text is parsed
     text = require_text(value, what, hint)
     if not _ADDRESS_CHARS.fullmatch(text):
         raise InputError(f"invalid {what}", value, hint)
@@ -45,6 +47,8 @@ def parse_network(value: object, what: str = "network") -> IPNetwork:
     """A CIDR such as 10.0.0.0/16 or 2001:db8::/32; host bits are cleared (as `wg` does); a bare address is a
     host route (/32 or /128)."""
     hint = "use a CIDR such as 10.0.0.0/16 or 2001:db8::/32"
+    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return value  # already a value (library callers); only text is parsed
     text = require_text(value, what, hint).strip(" \t")
     match = _NETWORK_CHARS.fullmatch(text)
     if not match:

@@ -1,34 +1,43 @@
-"""The state store: one SQLite file in the config dir, the single source of truth.
+"""The SQLite store: one file in the config folder, the single source of truth (see `store.base`).
 
 Writes run in `BEGIN IMMEDIATE` transactions (one writer at a time across processes, readers never
 blocked thanks to WAL). The schema carries a version and is migrated forward on open; a store written by
 a newer Bulwark, or a damaged file, is refused with a StoreError and left untouched.
 
 A `revision` counter in `meta` is bumped by every write so a supervisor can notice changes made by
-other processes cheaply.
+other processes cheaply. Every sqlite3 error comes out as a StoreError with a code: a lock held too long
+(naming the process that holds it), a read-only or full disk, a damaged file. A store file that is a symbolic
+link, empty, or not a Bulwark store is refused, never replaced. On a read-only folder the store opens
+read-only, so the commands that only read keep working.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import json
 import os
 import sqlite3
+import stat
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
 
 from bulwark_vpn.addressing import Pool
-from bulwark_vpn.errors import ConflictError, NotFoundError, StoreError
-from bulwark_vpn.fsutil import PRIVATE_FILE, ensure_private_dir
+from bulwark_vpn.errors import ConflictError, ErrorCode, NotFoundError, StoreError
+from bulwark_vpn.fsutil import PRIVATE_FILE, UnsafePathError
 from bulwark_vpn.keys import PresharedKey, PrivateKey, PublicKey
 from bulwark_vpn.model import Peer, Settings
 
 STORE_NAME = "bulwark.db"
-SCHEMA_VERSION = 1
-BUSY_TIMEOUT_MS = 60_000
+SCHEMA_VERSION = 2
+# How long a command waits for another process's write transaction before saying who holds it.
+DEFAULT_LOCK_TIMEOUT = 10.0
+RESTORE_HINT = ("restore it from a backup ('bulwark restore FILE'); the rendered files in this folder still hold "
+                "every key")
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -53,7 +62,69 @@ _MIGRATIONS: dict[int, str] = {
     CREATE TABLE free_offsets (family INTEGER NOT NULL, offset TEXT NOT NULL, PRIMARY KEY (family, offset))
         WITHOUT ROWID;
     """,
+    # The render journal: files made stale by a change, recorded in the change's own transaction and cleared once
+    # rendered, so a crash between the two heals at the next command.
+    2: """
+    CREATE TABLE pending_renders (item TEXT PRIMARY KEY) WITHOUT ROWID;
+    """,
 }
+
+
+def lock_holders(path: Path) -> list[str]:
+    """Other processes with the store (or its WAL) open, as 'pid N (command)': said when a lock is held too long."""
+    targets = {str(path), f"{path}-wal", f"{path}-shm"}
+    me = os.getpid()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            links = {os.readlink(fd) for fd in (entry / "fd").iterdir()}
+        except OSError:
+            continue
+        if links & targets:
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+                command = " ".join(a.decode(errors="replace") for a in argv if a)[:80]
+            except OSError:
+                command = "?"
+            found.append(f"pid {entry.name} ({command})")
+    return found
+
+
+def _nearly_full(path: Path) -> bool:
+    """Under 1 MiB free where the store lives: SQLite reports a full disk as an I/O error when the WAL's
+    shared-memory file cannot grow."""
+    try:
+        info = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return info.f_bavail * info.f_frsize < 1 << 20
+
+
+def translate(exc: sqlite3.Error, path: Path) -> StoreError:
+    """A driver error as a StoreError users can act on."""
+    text = str(exc).lower()
+    if "locked" in text or "busy" in text:
+        holders = lock_holders(path)
+        held = f"held by {', '.join(holders)}" if holders else "held by another process"
+        return StoreError("the store is locked by another writer", str(path), f"{held}: try again when it is done",
+                          code=ErrorCode.STORE_LOCKED)
+    if "readonly" in text or "read-only" in text:
+        return StoreError("the store is read-only", str(path),
+                          "only read-only commands (peer list, peer show, status, deploy) work on this folder",
+                          code=ErrorCode.READ_ONLY)
+    if "full" in text or ("i/o" in text and _nearly_full(path)):
+        return StoreError("the disk is full", str(path), "free some space and run the command again: nothing changed",
+                          code=ErrorCode.DISK_FULL)
+    if "i/o" in text:
+        return StoreError("an I/O error on the store", str(path),
+                          "check the disk and the kernel log (dmesg); nothing was changed", code=ErrorCode.DISK_FULL)
+    if "unable to open" in text:
+        return StoreError("cannot open the store", str(path), "check the folder and its permissions",
+                          code=ErrorCode.READ_ONLY)
+    return StoreError(f"the store is damaged ({exc})", str(path), RESTORE_HINT)
+
 
 
 def _offset_key(offset: int) -> str:
@@ -61,38 +132,57 @@ def _offset_key(offset: int) -> str:
     return f"{offset:032x}"
 
 
-class Store:
-    """Access to one config dir's SQLite store. Use as a context manager or call close()."""
+def _translated(method):
+    """Turn the driver's errors into StoreErrors; Bulwark's own errors pass through."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
+
+    return wrapper
+
+
+class SQLiteStore:
+    """One config folder's SQLite store. Use as a context manager or call close()."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, *, read_only: bool = False) -> None:
         self.path = path
         self._conn = conn
+        self.read_only = read_only
 
     # -- opening and schema -------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, config_dir: Path, *, create: bool = True) -> Store:
-        """Open (and create or migrate) the store in `config_dir`."""
+    def open(cls, config_dir: Path, *, create: bool = True, read_only: bool = False,
+             lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> SQLiteStore:
+        """Open (and create or migrate) the store in `config_dir`. A read-only folder or file opens read-only."""
         path = config_dir / STORE_NAME
-        if not path.exists() and not create:
-            raise NotFoundError(
-                f"no Bulwark store in '{config_dir}': run 'bulwark init --config-dir {config_dir}' first"
-            )
-        if create:
-            ensure_private_dir(config_dir)
-        try:
-            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the store '{path}': {exc}: check the path and its permissions") from None
-        store = cls(path, conn)
+        info = _lstat(path)
+        if info is None and not create:
+            raise NotFoundError("no Bulwark store in this folder", str(config_dir),
+                                "create one with 'bulwark init' (or restore a backup)",
+                                code=ErrorCode.NOT_INITIALIZED)
+        if info is not None:
+            if stat.S_ISLNK(info.st_mode):
+                raise UnsafePathError("the store is a symbolic link", str(path),
+                                      "Bulwark never follows links in its folder: put the real file there")
+            if not stat.S_ISREG(info.st_mode):
+                raise UnsafePathError("the store is not a file", str(path), "move it away")
+            if info.st_size == 0:
+                raise StoreError("the store is empty (0 bytes)", str(path),
+                                 "restore it from a backup ('bulwark restore FILE'), or remove it to set up a new "
+                                 "server, which adopts the rendered files")
+        conn, read_only = _connect(path, create=create and info is None, read_only=read_only,
+                                   timeout=lock_timeout)
+        store = cls(path, conn, read_only=read_only)
         try:
             store._prepare()
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
             conn.close()
-            raise StoreError(
-                f"the store '{path}' is unreadable or corrupted ({exc}): restore it from a backup "
-                f"or move it away and run 'bulwark init' to adopt the rendered files"
-            ) from None
+            raise translate(exc, path) from None
         except BaseException:
             conn.close()
             raise
@@ -100,22 +190,36 @@ class Store:
 
     def _prepare(self) -> None:
         conn = self._conn
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         result = conn.execute("PRAGMA quick_check").fetchone()
         if result is None or result[0] != "ok":
             raise sqlite3.DatabaseError(f"integrity check failed: {result[0] if result else 'no answer'}")
+        if self.read_only:
+            version = self._schema_version()
+            if version > SCHEMA_VERSION:
+                raise self._newer(version)
+            if version == 0:
+                raise StoreError("this is not a Bulwark store", str(self.path), RESTORE_HINT)
+            return
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
-        os.chmod(self.path, PRIVATE_FILE)
+        if stat.S_IMODE(os.stat(self.path).st_mode) != PRIVATE_FILE:
+            os.chmod(self.path, PRIVATE_FILE)
         self._migrate()
+
+    def _newer(self, version: int) -> StoreError:
+        return StoreError(f"the store has schema version {version}, newer than this Bulwark's ({SCHEMA_VERSION})",
+                          str(self.path), "upgrade Bulwark", code=ErrorCode.STORE_NEWER)
 
     def _schema_version(self) -> int:
         has_meta = self._conn.execute(
             "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
         ).fetchone()
         if not has_meta:
+            if self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                raise StoreError("this is not a Bulwark store", str(self.path),
+                                 "point --config-dir at a Bulwark folder, or move the file away")
             return 0
         row = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         return int(row[0]) if row else 0
@@ -126,10 +230,7 @@ class Store:
         with self.transaction():
             current = self._schema_version()
             if current > SCHEMA_VERSION:
-                raise StoreError(
-                    f"the store '{self.path}' has schema version {current}, newer than this Bulwark "
-                    f"({SCHEMA_VERSION}): upgrade Bulwark"
-                )
+                raise self._newer(current)
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 for statement in _MIGRATIONS[version].split(";"):
                     if statement.strip():
@@ -137,11 +238,13 @@ class Store:
                 self._set_meta("schema_version", str(version))
             if self._get_meta("revision") is None:
                 self._set_meta("revision", "0")
+            if self._get_meta("gateway_id") is None:
+                self._set_meta("gateway_id", uuid.uuid4().hex)
 
     def close(self) -> None:
         self._conn.close()
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> SQLiteStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -153,13 +256,61 @@ class Store:
         if self._conn.in_transaction:
             yield
             return
-        self._conn.execute("BEGIN IMMEDIATE")
+        if self.read_only:
+            raise StoreError("the store is read-only", str(self.path),
+                             "only read-only commands (peer list, peer show, status, deploy) work on this folder",
+                             code=ErrorCode.READ_ONLY)
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
         try:
             yield
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
             raise
-        self._conn.execute("COMMIT")
+        try:
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+            raise translate(exc, self.path) from None
+
+    @_translated
+    def snapshot(self, target: Path) -> None:
+        """A consistent copy of the store (the backup API sees committed writes still in the WAL)."""
+        copy = sqlite3.connect(target)
+        try:
+            self._conn.backup(copy)
+        finally:
+            copy.close()
+
+    @_translated
+    def schema_version(self) -> int:
+        return self._schema_version()
+
+    @_translated
+    def gateway_id(self) -> str | None:
+        return self._get_meta("gateway_id")
+
+    # -- render journal -------------------------------------------------------------------------------
+
+    @_translated
+    def pending_renders(self) -> list[str]:
+        if self._schema_version() < 2:
+            return []
+        return [row[0] for row in self._conn.execute("SELECT item FROM pending_renders ORDER BY item")]
+
+    @_translated
+    def add_pending(self, items: Sequence[str]) -> None:
+        with self.transaction():
+            self._conn.executemany("INSERT OR IGNORE INTO pending_renders(item) VALUES(?)", [(i,) for i in items])
+
+    @_translated
+    def clear_pending(self, items: Sequence[str]) -> None:
+        with self.transaction():
+            self._conn.executemany("DELETE FROM pending_renders WHERE item=?", [(i,) for i in items])
 
     # -- meta -----------------------------------------------------------------------------------------
 
@@ -176,30 +327,36 @@ class Store:
     def _bump(self) -> None:
         self._conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='revision'")
 
+    @_translated
     def revision(self) -> int:
         """A counter bumped by every write; cheap to poll."""
         return int(self._get_meta("revision") or 0)
 
     # -- settings and server key ----------------------------------------------------------------------
 
+    @_translated
     def is_initialized(self) -> bool:
         return self._get_meta("server_private_key") is not None
 
+    @_translated
     def server_key(self) -> PrivateKey | None:
         value = self._get_meta("server_private_key")
         return PrivateKey.from_base64(value) if value else None
 
+    @_translated
     def require_server_key(self) -> PrivateKey:
         key = self.server_key()
         if key is None:
             raise NotFoundError(f"the server in '{self.path.parent}' is not set up: run 'bulwark init'")
         return key
 
+    @_translated
     def set_server_key(self, key: PrivateKey) -> None:
         with self.transaction():
             self._set_meta("server_private_key", key.to_base64())
             self._bump()
 
+    @_translated
     def settings(self) -> Settings:
         stored = dict(self._conn.execute("SELECT key, value FROM settings").fetchall())
         try:
@@ -209,6 +366,7 @@ class Store:
                 f"the store '{self.path}' holds a damaged setting ({exc}): restore it from a backup"
             ) from None
 
+    @_translated
     def save_settings(self, settings: Settings) -> None:
         with self.transaction():
             for key, value in _settings_to_json(settings).items():
@@ -221,6 +379,7 @@ class Store:
 
     # -- peers ----------------------------------------------------------------------------------------
 
+    @_translated
     def peers(self) -> list[Peer]:
         rows = self._conn.execute(f"SELECT {_PEER_COLUMNS} FROM peers ORDER BY id").fetchall()  # noqa: S608
         return [self._peer(row) for row in rows]
@@ -234,6 +393,7 @@ class Store:
                 f"the store '{self.path}' holds a damaged peer '{row[0]}' ({exc}): restore it from a backup"
             ) from None
 
+    @_translated
     def server_peer_rows(self) -> list[tuple]:
         """Enabled peers as (name, public key, PSK, address4, address6, routed networks, keepalive) text,
         for rendering the server config without a model object per peer."""
@@ -243,18 +403,22 @@ class Store:
         ).fetchall()
         return [(*row[:5], json.loads(row[5]), row[6]) for row in rows]
 
+    @_translated
     def peer(self, name: str) -> Peer:
         row = self._conn.execute(f"SELECT {_PEER_COLUMNS} FROM peers WHERE name=?", (name,)).fetchone()  # noqa: S608
         if row is None:
             raise NotFoundError(f"no peer named '{name}': see 'bulwark peer list'")
         return self._peer(row)
 
+    @_translated
     def has_peer(self, name: str) -> bool:
         return self._conn.execute("SELECT 1 FROM peers WHERE name=?", (name,)).fetchone() is not None
 
+    @_translated
     def peer_count(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM peers").fetchone()[0])
 
+    @_translated
     def insert_peer(self, peer: Peer) -> None:
         """Insert a peer whose addresses are already allocated (see allocate)."""
         now = time.time()
@@ -269,6 +433,7 @@ class Store:
         except sqlite3.IntegrityError as exc:
             raise ConflictError(_conflict_message(peer, exc)) from None
 
+    @_translated
     def update_peer(self, peer: Peer) -> None:
         """Replace the stored fields of the peer with the same name."""
         with self.transaction():
@@ -281,6 +446,7 @@ class Store:
                 raise NotFoundError(f"no peer named '{peer.name}': see 'bulwark peer list'")
             self._bump()
 
+    @_translated
     def delete_peer(self, name: str, pools: tuple[Pool, Pool | None]) -> Peer:
         """Delete a peer and release its addresses to the free lists."""
         with self.transaction():
@@ -296,6 +462,7 @@ class Store:
 
     # -- allocation -----------------------------------------------------------------------------------
 
+    @_translated
     def allocate(self, pool: Pool) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         """Take the next never-used offset, else the smallest released one. Must run in a transaction.
 
@@ -322,6 +489,7 @@ class Store:
             if pool.first_offset <= offset <= pool.last_offset:
                 return pool.address(offset)
 
+    @_translated
     def reserve(self, pool: Pool, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
         """Mark an adopted address as used: advance the cursor past it, free the gap it skips."""
         family = pool.network.version
@@ -337,6 +505,7 @@ class Store:
                 "DELETE FROM free_offsets WHERE family=? AND offset=?", (family, _offset_key(offset))
             )
 
+    @_translated
     def rebase_pool(self, old: Pool, new: Pool, used: Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address]) -> None:
         """After a subnet change: restart allocation in `new`, reserving the addresses still in use."""
         family = new.network.version
@@ -438,3 +607,43 @@ def _settings_from_json(stored: dict[str, str]) -> Settings:
             value = tuple(ipaddress.ip_network(n) for n in value)
         values[key] = value
     return Settings(**values)
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _writable(path: Path, exists: bool) -> bool:
+    """False on a read-only file system or a file or folder we may not write (access() knows both)."""
+    folder_ok = os.access(path.parent, os.W_OK)
+    return folder_ok and (not exists or os.access(path, os.W_OK))
+
+
+def _connect(path: Path, *, create: bool, read_only: bool, timeout: float) -> tuple[sqlite3.Connection, bool]:
+    """A connection, read-write when the file and folder allow it, else read-only (`mode=ro`, and `immutable`
+    when the folder cannot even hold the WAL's shared-memory file: nobody can write there either). A writable
+    folder that fails (a full disk) is reported as such, never taken for a read-only one."""
+    uri = path.absolute().as_uri()
+    read_only = read_only or not _writable(path, exists=not create)
+    if read_only and create:
+        raise StoreError("cannot create the store: the folder is read-only", str(path.parent),
+                         "pick a writable folder", code=ErrorCode.READ_ONLY)
+    attempts = [(f"{uri}?mode=ro", True), (f"{uri}?mode=ro&immutable=1", True)] if read_only else \
+        [(f"{uri}?mode={'rwc' if create else 'rw'}", False)]
+    last: sqlite3.Error | None = None
+    for target, ro in attempts:
+        conn = None
+        try:
+            conn = sqlite3.connect(target, uri=True, timeout=timeout, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn, ro
+        except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
+            last = exc
+    assert last is not None  # noqa: S101 - the loop ran at least once
+    raise translate(last, path)

@@ -1,0 +1,116 @@
+"""Where an operation runs and how it holds the config folder: `Context`, the folder lock, and the write path
+every mutation takes (journal, stage, commit, rename).
+
+A mutation:
+1. takes the folder lock (bounded wait; a crashed holder is noticed from the lock file's content);
+2. finishes whatever an earlier command left pending (the render journal), and after a crash removes leftover
+   temp files, so the folder always catches up with the store before new work;
+3. in ONE store transaction: changes the store, records the files the change makes stale, renders them and
+   writes them as temp files (so a full disk, a QR code that cannot be made, any failure rolls everything
+   back: nothing changed);
+4. after the commit: renames the temps over their targets and clears the journal items.
+A crash between 3 and 4 leaves the journal items in the store: the next command (or `up`) renders them again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bulwark_vpn.errors import ErrorCode, StoreError
+from bulwark_vpn.fsutil import PRIVATE_FILE, SafeFolder, disk_error
+from bulwark_vpn.store import DEFAULT_LOCK_TIMEOUT, STORE_NAME, Store, open_store
+
+LOCK_NAME = ".bulwark.lock"
+DEFAULT_RUN_DIR = Path("/run/bulwark")
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every operation needs besides its request: the config folder, the runtime folder, the environment it
+    may read linuxserver variables from, and how long to wait for a busy folder. Built once by a client (the
+    CLI from its flags, the web app from its settings): nothing here reads the process environment by itself."""
+
+    config_dir: Path
+    run_dir: Path = DEFAULT_RUN_DIR
+    environ: Mapping[str, str] = field(default_factory=dict)
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    # Progress lines ("[#] ip link add ..."); None logs them.
+    log: Callable[[str], None] | None = None
+
+    def open_store(self, *, create: bool = False, read_only: bool = False) -> Store:
+        return open_store(self.config_dir, create=create, read_only=read_only, lock_timeout=self.lock_timeout)
+
+    def has_store(self) -> bool:
+        return os.path.lexists(self.config_dir / STORE_NAME)
+
+
+@dataclass
+class Held:
+    """The locked folder and its open store, for one mutation."""
+
+    folder: SafeFolder
+    store: Store
+    crashed_before: bool  # the previous holder died holding the lock
+
+
+def _holder_text(fd: int) -> str:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        return os.read(fd, 512).decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _acquire(fd: int, timeout: float, path: Path) -> None:
+    """Wait while the lock changes hands (a queue of commands makes progress); give up when one holder keeps it
+    longer than `timeout`, naming it."""
+    holder = _holder_text(fd)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            current = _holder_text(fd)
+            if current != holder:
+                holder, deadline = current, time.monotonic() + timeout
+            elif time.monotonic() >= deadline:
+                raise StoreError("the config folder is busy", str(path),
+                                 f"held by {holder or 'another process'} for more than {timeout:g} s: try again "
+                                 f"when it is done", code=ErrorCode.STORE_LOCKED) from None
+            time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: SafeFolder, timeout: float) -> Iterator[bool]:
+    """Hold the folder's lock; yields True when the previous holder crashed while holding it.
+
+    The holder writes "pid N: command" into the lock file and empties it on a clean release, so a non-empty
+    file at acquisition means its writer died mid-command (its temp files may remain)."""
+    try:
+        fd = os.open(LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, PRIVATE_FILE,
+                     dir_fd=folder.fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise folder._unsafe(LOCK_NAME, "a symbolic link") from None
+        raise disk_error(exc, folder.path / LOCK_NAME) from None
+    try:
+        _acquire(fd, timeout, folder.path)
+        crashed = bool(_holder_text(fd))
+        command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv[:4]))
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}: {command}\n".encode(errors="replace"), 0)
+        yield crashed
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)

@@ -1,0 +1,331 @@
+"""Peer operations: add, remove, enable/disable, list, show, config and QR code.
+
+Requests are built with their `parse` class methods, which take text (flags, JSON bodies) or typed values and
+run each through the one parser of its kind; results have a stable `to_dict()` (what `--json` prints and the
+HTTP API returns: fields are only ever added).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from bulwark_vpn.addressing import Pool
+from bulwark_vpn.errors import ConflictError, InputError
+from bulwark_vpn.keys import PresharedKey, PrivateKey, PublicKey
+from bulwark_vpn.model import IPNetwork, Peer, Settings
+from bulwark_vpn.render import layout
+from bulwark_vpn.service.context import Context
+from bulwark_vpn.service.files import heal_if_needed, locked, mutate, peer_item, remove_item
+from bulwark_vpn.store import RENDER_SERVER, Store
+from bulwark_vpn.values import (
+    Endpoint,
+    config_filename,
+    parse_endpoint,
+    parse_interface_name,
+    parse_keepalive,
+    parse_networks,
+    parse_peer_name,
+)
+
+# -- requests ---------------------------------------------------------------------------------------------
+
+
+def unique_names(names: Iterable[object]) -> tuple[str, ...]:
+    """Peer names, each through the peer-name parser, at least one, none twice."""
+    normalized = [parse_peer_name(n) for n in names]
+    if not normalized:
+        raise InputError("no peer name given", None, "give at least one name")
+    seen: set[str] = set()
+    for name in normalized:
+        if name in seen:
+            raise InputError("peer name given twice", name, "list each peer once")
+        seen.add(name)
+    return tuple(normalized)
+
+
+def _optional(value: object, parser, *args: Any) -> Any:
+    return None if value is None else parser(value, *args)
+
+
+@dataclass(frozen=True)
+class AddPeersRequest:
+    """New peers: keys (or the client's own public key), PSK, next free addresses, files."""
+
+    names: tuple[str, ...]
+    allowed_ips: tuple[IPNetwork, ...] | None = None
+    server_allowed_ips: tuple[IPNetwork, ...] | None = None
+    keepalive: int | None = None
+    public_key: PublicKey | None = None
+    # The running interface to apply to (default: the store's).
+    interface: str | None = None
+
+    @classmethod
+    def parse(cls, names: Iterable[object], *, allowed_ips: object = None, server_allowed_ips: object = None,
+              keepalive: object = None, public_key: object = None, interface: object = None) -> AddPeersRequest:
+        return cls(
+            names=unique_names(names),
+            allowed_ips=_optional(allowed_ips, parse_networks, "allowed IPs"),
+            server_allowed_ips=_optional(server_allowed_ips, parse_networks, "server allowed IPs"),
+            keepalive=_optional(keepalive, parse_keepalive),
+            public_key=None if public_key is None else PublicKey.parse(public_key),
+            interface=_optional(interface, parse_interface_name),
+        )
+
+
+@dataclass(frozen=True)
+class PeerNamesRequest:
+    """Peers named for remove, enable or disable (all or none)."""
+
+    names: tuple[str, ...]
+    interface: str | None = None
+
+    @classmethod
+    def parse(cls, names: Iterable[object], *, interface: object = None) -> PeerNamesRequest:
+        return cls(names=unique_names(names), interface=_optional(interface, parse_interface_name))
+
+
+@dataclass(frozen=True)
+class PeerConfigRequest:
+    """One peer's client config; `endpoint` overrides the Endpoint line (a forwarded port on the same host)."""
+
+    name: str
+    endpoint: Endpoint | None = None
+
+    @classmethod
+    def parse(cls, name: object, *, endpoint: object = None) -> PeerConfigRequest:
+        return cls(name=parse_peer_name(name), endpoint=_optional(endpoint, parse_endpoint))
+
+
+# -- results ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    """A peer as `peer list` shows it: no secrets."""
+
+    name: str
+    public_key: str
+    address4: str
+    address6: str | None
+    allowed_ips: list[str]
+    server_allowed_ips: list[str]
+    keepalive: int | None
+    enabled: bool
+    has_private_key: bool
+    config_filename: str
+
+    @classmethod
+    def of(cls, peer: Peer, settings: Settings) -> PeerInfo:
+        allowed = peer.allowed_ips if peer.allowed_ips is not None else settings.allowed_ips
+        return cls(
+            name=peer.name,
+            public_key=str(peer.public_key),
+            address4=str(peer.address4),
+            address6=str(peer.address6) if peer.address6 else None,
+            allowed_ips=[str(n) for n in allowed],
+            server_allowed_ips=[str(n) for n in peer.server_allowed_ips],
+            keepalive=peer.keepalive,
+            enabled=peer.enabled,
+            has_private_key=peer.private_key is not None,
+            config_filename=config_filename(peer.name),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PeersResult:
+    """The peers an operation changed (added, removed, enabled, disabled)."""
+
+    action: str
+    peers: list[PeerInfo]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"action": self.action, "peers": [p.to_dict() for p in self.peers]}
+
+
+@dataclass(frozen=True)
+class PeerList:
+    peers: list[PeerInfo]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"peers": [p.to_dict() for p in self.peers], "total": len(self.peers)}
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """A client config and the file name `wg-quick up FILE` accepts for it."""
+
+    name: str
+    filename: str
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- helpers shared with init ----------------------------------------------------------------------------
+
+
+def pools(settings: Settings) -> tuple[Pool, Pool | None]:
+    return Pool(settings.subnet4), Pool(settings.subnet6) if settings.subnet6 is not None else None
+
+
+def create_peer(store: Store, settings: Settings, name: str, *, allowed_ips: tuple[IPNetwork, ...] | None = None,
+                server_allowed_ips: tuple[IPNetwork, ...] | None = None, keepalive: int | None = None,
+                public_key: PublicKey | None = None) -> Peer:
+    """A new peer with the next free addresses, inserted (inside the caller's transaction)."""
+    pool4, pool6 = pools(settings)
+    # A peer that brings its own key pair: only its public key is known, its config stays on the client.
+    private = PrivateKey.generate() if public_key is None else None
+    peer = Peer(
+        name=name,
+        public_key=public_key or private.public_key(),  # type: ignore[union-attr]
+        private_key=private,
+        preshared_key=PresharedKey.generate(),
+        address4=store.allocate(pool4),  # type: ignore[arg-type]
+        address6=store.allocate(pool6) if pool6 is not None else None,  # type: ignore[arg-type]
+        allowed_ips=allowed_ips,
+        server_allowed_ips=server_allowed_ips or (),
+        keepalive=keepalive,
+    )
+    store.insert_peer(peer)
+    return peer
+
+
+def check_routes_free(store: Store, settings: Settings, name: str, networks: Sequence[IPNetwork]) -> None:
+    """A network can be routed to one peer only, and never over the tunnel subnet itself."""
+    tunnel = [settings.subnet4] + ([settings.subnet6] if settings.subnet6 else [])
+    for net in networks:
+        for subnet in tunnel:
+            if net.version == subnet.version and net.overlaps(subnet):  # type: ignore[arg-type]
+                raise ConflictError(f"cannot route a network to peer '{name}'", str(net),
+                                    f"it overlaps the tunnel subnet {subnet}: choose the network behind that peer")
+        for other in store.peers():
+            if other.name == name:
+                continue
+            clash = next((n for n in other.server_allowed_ips
+                          if n.version == net.version and n.overlaps(net)), None)  # type: ignore[arg-type]
+            if clash is not None:
+                raise ConflictError(f"cannot route a network to peer '{name}'", str(net),
+                                    f"peer '{other.name}' already has {clash}: a network can be behind one peer only")
+
+
+# -- operations -------------------------------------------------------------------------------------------
+
+
+def add_peers(ctx: Context, request: AddPeersRequest) -> PeersResult:
+    """Add peers (all or none): keys, PSK, next free addresses, their files and the server config; applied live."""
+    if request.public_key is not None and len(request.names) != 1:
+        raise InputError("one public key was given for several peers", ", ".join(request.names),
+                         "a client's own key belongs to one peer: add them one at a time")
+    if request.server_allowed_ips and len(request.names) != 1:
+        raise InputError("networks behind a peer were given for several peers", ", ".join(request.names),
+                         "a network can be behind one peer only: add them one at a time")
+    with locked(ctx) as held:
+        def change(store: Store) -> tuple[list[Peer], list[str]]:
+            for name in request.names:
+                if store.has_peer(name):
+                    raise ConflictError("a peer with this name already exists", name,
+                                        "choose another name or remove it first")
+            settings = store.settings()
+            if request.public_key is not None and request.public_key == store.require_server_key().public_key():
+                raise InputError("this public key is the server's own", str(request.public_key),
+                                 "give the client's public key")
+            if request.server_allowed_ips:
+                check_routes_free(store, settings, request.names[0], request.server_allowed_ips)
+            peers = [create_peer(store, settings, name, allowed_ips=request.allowed_ips,
+                                 server_allowed_ips=request.server_allowed_ips, keepalive=request.keepalive,
+                                 public_key=request.public_key) for name in request.names]
+            return peers, [RENDER_SERVER] + [peer_item(p.name) for p in peers]
+
+        peers = mutate(held, change)
+        settings = held.store.settings()
+        from bulwark_vpn.service.gateway import apply_live
+
+        apply_live(ctx, held.store, upsert=peers, interface=request.interface)
+        return PeersResult("added", [PeerInfo.of(p, settings) for p in peers])
+
+
+def remove_peers(ctx: Context, request: PeerNamesRequest) -> PeersResult:
+    """Remove peers (all or none) and their folders; their addresses become reusable; applied live."""
+    with locked(ctx) as held:
+        def change(store: Store) -> tuple[list[Peer], list[str]]:
+            for name in request.names:
+                store.peer(name)  # raises NotFoundError before anything changes
+            peer_pools = pools(store.settings())
+            removed = [store.delete_peer(name, peer_pools) for name in request.names]
+            return removed, [RENDER_SERVER] + [remove_item(p.folder_name) for p in removed]
+
+        settings = held.store.settings()
+        removed = mutate(held, change)
+        from bulwark_vpn.service.gateway import apply_live
+
+        apply_live(ctx, held.store, remove=removed, interface=request.interface)
+        return PeersResult("removed", [PeerInfo.of(p, settings) for p in removed])
+
+
+def set_peers_enabled(ctx: Context, request: PeerNamesRequest, enabled: bool) -> PeersResult:
+    """Enable or disable peers; a disabled peer keeps its keys and address but is not on the device."""
+    with locked(ctx) as held:
+        def change(store: Store) -> tuple[list[Peer], list[str]]:
+            peers = [store.peer(name) for name in request.names]
+            changed = [replace(p, enabled=enabled) for p in peers]
+            for peer in changed:
+                store.update_peer(peer)
+            return changed, [RENDER_SERVER]
+
+        changed = mutate(held, change)
+        settings = held.store.settings()
+        from bulwark_vpn.service.gateway import apply_live
+
+        apply_live(ctx, held.store, upsert=changed, interface=request.interface)
+        return PeersResult("enabled" if enabled else "disabled", [PeerInfo.of(p, settings) for p in changed])
+
+
+def list_peers(ctx: Context) -> PeerList:
+    heal_if_needed(ctx)
+    with ctx.open_store(read_only=True) as store:
+        settings = store.settings()
+        return PeerList([PeerInfo.of(p, settings) for p in store.peers()])
+
+
+def show_peer(ctx: Context, name: object) -> PeerInfo:
+    wanted = parse_peer_name(name)
+    heal_if_needed(ctx)
+    with ctx.open_store(read_only=True) as store:
+        return PeerInfo.of(store.peer(wanted), store.settings())
+
+
+def peer_config(ctx: Context, request: PeerConfigRequest) -> PeerConfig:
+    """A peer's wg-quick config, rendered from the store (never read back from the files)."""
+    heal_if_needed(ctx)
+    with ctx.open_store(read_only=True) as store:
+        peer = store.peer(request.name)
+        key = store.require_server_key()
+        settings = store.settings()
+    if peer.private_key is None:
+        raise InputError("this peer's private key is not known here", peer.name,
+                         "it was added with its own public key or adopted without its key: its config lives only on "
+                         "the client; remove and re-add the peer for a new one")
+    if request.endpoint is None and settings.endpoint_host is None:
+        raise InputError("the server's public address is unknown", None,
+                         "set it ('bulwark init' with a server URL) or give an endpoint HOST:PORT")
+    text = layout.render_client_config(settings, key.public_key(), peer,
+                                       str(request.endpoint) if request.endpoint else None)
+    return PeerConfig(peer.name, config_filename(peer.name), text)
+
+
+def peer_qr_text(ctx: Context, request: PeerConfigRequest) -> str:
+    """The config as a terminal QR code (Unicode half blocks)."""
+    from bulwark_vpn.render.qr import TooLargeForQR, qr_terminal
+
+    config = peer_config(ctx, request)
+    try:
+        return qr_terminal(config.text)
+    except TooLargeForQR as exc:
+        raise InputError("this config is too large for a QR code", config.name,
+                         f"{exc}: copy the config file instead") from None

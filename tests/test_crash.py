@@ -1,0 +1,107 @@
+"""Crash safety: a process doing peer changes and settings changes is SIGKILLed at random moments, 1,000 changes
+in all. After each kill, the next command finishes what the store's render journal says is pending: the folder
+then equals a fresh render of the store, byte for byte, with no temp file (they may hold private keys) and no
+folder of a removed peer left behind."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bulwark_vpn.render import layout
+from bulwark_vpn.render.qr import qr_pngs
+from bulwark_vpn.store import open_store
+from tests.helpers import bulwark, clean_env
+
+pytestmark = pytest.mark.slow
+
+WORKER = """
+import random, sys
+from bulwark_vpn import service
+from bulwark_vpn.errors import BulwarkError
+from tests.helpers import context
+
+ctx = context(sys.argv[1])
+rnd = random.Random(int(sys.argv[2]))
+names = [f"p{i}" for i in range(10)]
+print("ready", flush=True)
+while True:
+    op = rnd.choice(["add", "add", "remove", "disable", "enable", "port", "dns"])
+    try:
+        if op == "add":
+            service.add_peers(ctx, service.AddPeersRequest.parse([rnd.choice(names)]))
+        elif op == "port":
+            service.init_from_sources(ctx, flags={"server_port": str(rnd.randint(50000, 52000))})
+        elif op == "dns":
+            service.init_from_sources(ctx, flags={"peer_dns": rnd.choice(["auto", "1.1.1.1", "9.9.9.9,1.0.0.1"])})
+        else:
+            request = service.PeerNamesRequest.parse([rnd.choice(names)])
+            if op == "remove":
+                service.remove_peers(ctx, request)
+            else:
+                service.set_peers_enabled(ctx, request, op == "enable")
+    except BulwarkError:
+        pass  # a peer that is already there, or not there: a refusal is a change too, of nothing
+    print("done", flush=True)
+"""
+
+SKIP = ("bulwark.db", "bulwark.db-wal", "bulwark.db-shm", ".bulwark.lock")
+
+
+def fresh_render(config: Path) -> dict[str, bytes]:
+    """Every file the store says the folder should hold."""
+    with open_store(config, read_only=True) as store:
+        settings, key, peers = store.settings(), store.require_server_key(), store.peers()
+        files = {rel: f.content for rel, f in layout.server_files(settings, key, store.server_peer_rows()).items()}
+    with_config = []
+    for peer in peers:
+        rendered = layout.peer_files(settings, key.public_key(), peer)
+        files.update({rel: f.content for rel, f in rendered.items()})
+        if layout.conf_path(peer) in rendered:
+            with_config.append(peer)
+    pngs = qr_pngs([files[layout.conf_path(p)].decode() for p in with_config])
+    for peer, png in zip(with_config, pngs, strict=True):
+        if png is not None:
+            files[layout.qr_path(peer)] = png
+    return files
+
+
+def folder_files(config: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(config)): p.read_bytes() for p in config.rglob("*")
+            if p.is_file() and p.name not in SKIP}
+
+
+def test_sigkill_at_random_moments_during_1000_changes_heals_at_the_next_command(tmp_path):
+    config = tmp_path / "c"
+    bulwark("init", "--config-dir", str(config), "--server-url", "vpn.example.com", "--peers", "p0,p1,p2")
+    rnd = random.Random(8)
+    changes = kills = 0
+    interrupted_journal = 0
+    while changes < 1000:
+        worker = subprocess.Popen([sys.executable, "-c", WORKER, str(config), str(rnd.randrange(1 << 30))],
+                                  stdout=subprocess.PIPE, text=True, env=clean_env(), cwd=Path(__file__).parent.parent)
+        assert worker.stdout is not None
+        assert worker.stdout.readline().strip() == "ready"
+        time.sleep(rnd.uniform(0.05, 1.5))
+        worker.send_signal(signal.SIGKILL)
+        changes += worker.communicate()[0].split().count("done")
+        kills += 1
+        with open_store(config, read_only=True) as store:
+            interrupted_journal += bool(store.pending_renders())
+        # The next command, whatever it is, brings the folder level with the store.
+        bulwark(*rnd.choice([["peer", "list"], ["peer", "add", f"x{kills}"], ["init"]]), "--config-dir", str(config))
+        with open_store(config, read_only=True) as store:
+            assert store.pending_renders() == []
+        assert not list(config.rglob(".bulwark-tmp-*")), f"temp files left after kill {kills}"
+        actual, expected = folder_files(config), fresh_render(config)
+        assert sorted(actual) == sorted(expected), f"after kill {kills}: files differ in name"
+        differing = [rel for rel in expected if actual[rel] != expected[rel]]
+        assert not differing, f"after kill {kills}: stale {differing[:5]}"
+    print(f"{changes} changes, {kills} kills, {interrupted_journal} left a pending journal")
+    assert kills >= 20
