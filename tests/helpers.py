@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
+import io
 import os
 import shutil
 import subprocess
@@ -32,12 +34,39 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def bulwark(*args: str, env: dict[str, str] | None = None, check: bool = True, input: str | None = None,
-            netns: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+            netns: str | None = None, timeout: float = 120, process: bool = False) -> subprocess.CompletedProcess:
+    """The real `bulwark` command line: in this process (fast: same argument parsing, same output and exit code),
+    or as its own process inside a namespace or when `process` is asked for."""
+    if netns is None and not process:
+        return _check(_in_process(list(args), env or clean_env(), input), args, check)
     prefix = ["ip", "netns", "exec", netns] if netns else []
     result = subprocess.run(
         [*prefix, *BULWARK, *args], capture_output=True, text=True, env=env or clean_env(), input=input,
         timeout=timeout,
     )
+    return _check(result, args, check)
+
+
+def _in_process(args: list[str], env: dict[str, str], input: str | None) -> subprocess.CompletedProcess:
+    from bulwark_vpn import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    saved_env, saved_stdin, saved_umask = dict(os.environ), sys.stdin, os.umask(0o022)
+    os.environ.clear()
+    os.environ.update(env)
+    sys.stdin = io.StringIO(input or "")
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli.run(args)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        sys.stdin = saved_stdin
+        os.umask(saved_umask)
+    return subprocess.CompletedProcess([*BULWARK, *args], code, out.getvalue(), err.getvalue())
+
+
+def _check(result: subprocess.CompletedProcess, args: tuple[str, ...], check: bool) -> subprocess.CompletedProcess:
     if check and result.returncode != 0:
         raise AssertionError(f"bulwark {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
     return result

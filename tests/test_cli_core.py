@@ -348,6 +348,7 @@ def test_log_confs_prints_new_peers_qr_codes_to_the_log_only(tmp_path):
     assert "█" not in quiet.stderr
 
 
+@pytest.mark.slow
 def test_sigkill_in_the_middle_of_adds_leaves_a_store_holding_every_returned_add(tmp_path):
     import signal
     import sqlite3

@@ -5,8 +5,12 @@ import multiprocessing
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from bulwark_vpn.render.wgquick import parse_config
 from tests.helpers import add_peers, bulwark
+
+pytestmark = pytest.mark.slow
 
 
 def _add_many(config_dir: str, worker: int) -> None:

@@ -63,6 +63,7 @@ def k8s_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_kubernetes_validate_strict(k8s_dir: Path, version: str) -> None:
     files = sorted(str(p) for p in k8s_dir.rglob("*.yaml"))
@@ -113,6 +114,7 @@ def _strip_skips(src: Path, dst: Path, pattern: str) -> None:
             target.write_text("".join(kept))
 
 
+@pytest.mark.slow
 def test_checkov_kubernetes(k8s_dir: Path, tmp_path: Path) -> None:
     report = checkov(k8s_dir, "kubernetes")
     _assert_clean_with_documented_skips(report)
@@ -132,6 +134,7 @@ def tf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_checkov_terraform(tf_dir: Path, tmp_path: Path) -> None:
     report = checkov(tf_dir, "terraform")
     _assert_clean_with_documented_skips(report)

@@ -230,6 +230,7 @@ def test_resolve_never_raises_on_arbitrary_bytes(packet: bytes) -> None:
         assert reply[:2] == packet[:2] and DNSRecord.parse(reply).header.rcode == RCODE.SERVFAIL
 
 
+@pytest.mark.slow
 def test_queries_in_flight_are_bounded() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as blackhole:
         blackhole.bind((loopback(), 0))

@@ -75,7 +75,29 @@ def cli(debug: bool, run_dir: str | None) -> None:
         from bulwark_vpn.config import parse_config_dir
 
         _STATE["run_dir"] = str(parse_config_dir(run_dir, "--run-dir").absolute())
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(message)s", stream=sys.stderr)
+    _setup_logging(debug)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Log lines go to whatever sys.stderr is when they are written (so an in-process run can capture them)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _setup_logging(debug: bool) -> None:
+    logger = logging.getLogger("bulwark_vpn")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(logging.DEBUG if debug else logging.INFO)
 
 
 # -- init -------------------------------------------------------------------------------------------------
@@ -397,16 +419,17 @@ def _cli_hint(exc: BulwarkError) -> str:
     template = _FLAG_HINTS.get(exc.code)
     if template is None:
         return ""
-    config_dir = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--config-dir=")), None)
-    if config_dir is None and "--config-dir" in sys.argv[:-1]:
-        config_dir = sys.argv[sys.argv.index("--config-dir") + 1]
+    argv = _STATE.get("argv") or []
+    config_dir = next((a.split("=", 1)[1] for a in argv if a.startswith("--config-dir=")), None)
+    if config_dir is None and "--config-dir" in argv[:-1]:
+        config_dir = argv[argv.index("--config-dir") + 1]
     filled = template.format(config_dir=config_dir or "DIR", value=exc.value)
     return f" (try: {filled})"
 
 
 def _report(exc: BulwarkError) -> None:
     click.echo(f"bulwark: {exc.line()}{_cli_hint(exc)}", err=True)
-    if "--json" in sys.argv:
+    if "--json" in (_STATE.get("argv") or []):
         _echo_json({"error": exc.to_dict()})
     error_file = _STATE.get("error_file")
     if error_file is not None:
@@ -416,34 +439,45 @@ def _report(exc: BulwarkError) -> None:
             pass
 
 
-def main() -> None:
-    """Entry point: one place maps errors to one line (or one JSON error) and an exit code."""
+def run(argv: list[str] | None = None) -> int:
+    """Run one command; return its exit code. One place maps errors to one line (or one JSON error) and a code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    _STATE.update({"debug": False, "json": False, "run_dir": None, "argv": args, "error_file": None})
     # Everything Bulwark creates (store, WAL, keys, configs) is private to root by default.
     os.umask(0o077)
     try:
-        cli.main(standalone_mode=False)
+        cli.main(args, prog_name="bulwark", standalone_mode=False)
+        return ExitCode.OK
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        return int(exc.exit_code)
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else ExitCode.FAILURE
     except click.exceptions.Abort:
         _say("aborted")
-        sys.exit(ExitCode.FAILURE)
+        return ExitCode.FAILURE
     except click.ClickException as exc:
         # Usage errors are bad input too: one line, exit 2.
         _report(InputError(exc.format_message().replace("\n", " "), None,
                            "see 'bulwark --help' for the commands and flags"))
-        sys.exit(ExitCode.BAD_INPUT)
+        return ExitCode.BAD_INPUT
     except BulwarkError as exc:
         if _STATE["debug"]:
             raise
         _report(exc)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except KeyboardInterrupt:
-        sys.exit(130)
+        return 130
     except OSError as exc:
         # A file or device the system refused (read-only /run, missing permission): one line, no traceback.
         if _STATE["debug"]:
             raise
         from bulwark_vpn.fsutil import disk_error
 
-        _report(disk_error(exc, exc.filename or "?"))
-        sys.exit(ExitCode.FAILURE)
+        error = disk_error(exc, exc.filename or "?")
+        _report(error)
+        return error.exit_code
+
+
+def main() -> None:
+    """Entry point of the `bulwark` command."""
+    sys.exit(run())
