@@ -474,9 +474,9 @@ def bulk_add_peers(config_dir: Path, numbers: range) -> None:
     """Peers `peerN` for N in `numbers`: in the store in one transaction, and their folders without QR PNG."""
     from bulwark_vpn.addressing import Pool
     from bulwark_vpn.render.layout import render_client_config
-    from bulwark_vpn.store import Store
+    from bulwark_vpn.store import open_store
 
-    with Store.open(config_dir, create=False) as store:
+    with open_store(config_dir) as store:
         settings = store.settings()
         server_public = store.require_server_key().public_key()
         pool = Pool(settings.subnet4)

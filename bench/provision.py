@@ -44,7 +44,7 @@ from bulwark_vpn import service
 from bulwark_vpn.config import InitRequest, parse_peers, settings_update
 from bulwark_vpn.render import layout
 from bulwark_vpn.render.qr import QRENCODE, qr_png, qr_pngs
-from bulwark_vpn.store import Store
+from bulwark_vpn.store import open_store
 
 BULWARK = str(Path(sys.executable).parent / "bulwark")
 SERVER_URL = "vpn.example.com"
@@ -191,17 +191,21 @@ def library_without_qr(config_dir: Path, count: int) -> LibraryRun:
     transaction, then `_render_server`, then `_render_peers(store.peers())`, which is `layout.peer_files` for
     every peer, `qr_pngs` of the configs and one `_write_files`. Here: the same, minus `qr_pngs`.
     """
+    from bulwark_vpn.fsutil import SafeFolder
+    from bulwark_vpn.service.files import _server_file_set
+    from bulwark_vpn.service.peers import create_peer
+
     marks = [time.perf_counter()]
     request = InitRequest(update=settings_update({"server_url": SERVER_URL, "subnet4": SUBNET}))
-    service.init_server(config_dir, request)
+    service.init_server(service.Context(config_dir), request)
     marks.append(time.perf_counter())
-    with Store.open(config_dir, create=False) as store:
+    with open_store(config_dir) as store, SafeFolder.open(config_dir) as folder:
         settings = store.settings()
         with store.transaction():
             for name in parse_peers(str(count)):
-                service._create_peer(store, settings, name)
+                create_peer(store, settings, name)
         marks.append(time.perf_counter())
-        service._render_server(config_dir, store)
+        folder.write_many(_server_file_set(store))
         marks.append(time.perf_counter())
         public = store.require_server_key().public_key()
         files: dict[str, layout.RenderedFile] = {}
@@ -209,7 +213,7 @@ def library_without_qr(config_dir: Path, count: int) -> LibraryRun:
             files.update(layout.peer_files(settings, public, peer))
         marks.append(time.perf_counter())
         with _timing_os_sync() as syncs:
-            service._write_files(config_dir, files)
+            folder.write_many([(rel, f.content, f.mode) for rel, f in files.items()])
         marks.append(time.perf_counter())
     _check_peer_files(config_dir, count, pngs=False, what="the library path")
     return LibraryRun(*(b - a for a, b in zip(marks, marks[1:], strict=False)), syncs=tuple(syncs))

@@ -10,8 +10,6 @@ so `bulwark --help` stays fast.
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -57,7 +55,25 @@ def _context(config_dir: str | None):
 
 
 def _echo_json(value: object) -> None:
+    import json
+
     click.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
+def _stream_json(value: dict[str, Any], key: str) -> None:
+    """A large JSON object written one list item per line as it goes (valid JSON; the same value as _echo_json)."""
+    import json
+
+    items = value[key]
+    rest = {k: v for k, v in value.items() if k != key}
+    out = sys.stdout
+    out.write("{\n  " + json.dumps(key) + ": [")
+    for index, item in enumerate(items):
+        out.write(("," if index else "") + "\n    " + json.dumps(item, sort_keys=True))
+    out.write("\n  ]" if items else "]")
+    for k in sorted(rest):
+        out.write(f",\n  {json.dumps(k)}: {json.dumps(rest[k], sort_keys=True)}")
+    out.write("\n}\n")
 
 
 def _say(line: str) -> None:
@@ -78,22 +94,23 @@ def cli(debug: bool, run_dir: str | None) -> None:
     _setup_logging(debug)
 
 
-class _StderrHandler(logging.StreamHandler):
-    """Log lines go to whatever sys.stderr is when they are written (so an in-process run can capture them)."""
-
-    @property  # type: ignore[override]
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:
-        pass
-
-
 def _setup_logging(debug: bool) -> None:
+    """Log lines go to whatever sys.stderr is when they are written (so an in-process run can capture them)."""
+    import logging
+
+    class _StderrHandler(logging.StreamHandler):
+        @property  # type: ignore[override]
+        def stream(self):
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, value) -> None:
+            pass
+
     logger = logging.getLogger("bulwark_vpn")
-    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+    if not any(getattr(h, "bulwark_stderr", False) for h in logger.handlers):
         handler = _StderrHandler()
+        handler.bulwark_stderr = True  # type: ignore[attr-defined]
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.propagate = False
@@ -198,14 +215,15 @@ _names_command("disable", "Disable peers: keys and address are kept, the peer is
 
 @peer.command("list")
 @_config_dir_option
+@click.option("--search", help="Only peers whose name, address or public key contains this.")
 @_json_option
-def peer_list(config_dir, as_json) -> None:
+def peer_list(config_dir, search, as_json) -> None:
     """List peers (no secrets)."""
     from bulwark_vpn import service
 
-    result = service.list_peers(_context(config_dir))
+    result = service.list_peers(_context(config_dir), service.ListPeersRequest.parse(search=search))
     if as_json:
-        _echo_json(result.to_dict())
+        _stream_json(result.to_dict(), "peers")
         return
     width = max([12, *(len(p.name) for p in result.peers)])
     for p in result.peers:
@@ -433,6 +451,8 @@ def _report(exc: BulwarkError) -> None:
         _echo_json({"error": exc.to_dict()})
     error_file = _STATE.get("error_file")
     if error_file is not None:
+        import json
+
         try:
             Path(error_file).write_text(json.dumps(exc.to_dict()))
         except OSError:

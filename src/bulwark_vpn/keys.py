@@ -12,8 +12,10 @@ import hmac
 import os
 import re
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from bulwark_vpn.errors import InputError
 
@@ -120,6 +122,10 @@ class PrivateKey(_SecretKey):
 
     @classmethod
     def generate(cls) -> PrivateKey:
+        # cryptography loads in ~20 ms: only when a key is made or derived, not for every command.
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
         key = X25519PrivateKey.generate()
         raw = key.private_bytes(
             serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
@@ -127,11 +133,16 @@ class PrivateKey(_SecretKey):
         return cls(raw)
 
     def public_key(self) -> PublicKey:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
         key = X25519PrivateKey.from_private_bytes(self._raw)
         return PublicKey(key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
 
 
 def _probe_private() -> X25519PrivateKey:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
     global _PROBE
     if _PROBE is None:
         _PROBE = X25519PrivateKey.generate()

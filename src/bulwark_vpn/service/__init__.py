@@ -8,36 +8,79 @@ nothing, and a crash at any point heals at the next command.
 
 from __future__ import annotations
 
-from bulwark_vpn.service.context import DEFAULT_RUN_DIR, Context
-from bulwark_vpn.service.deploy import DEPLOY_TARGETS, DeployResult, render_deployment
-from bulwark_vpn.service.doctor import run_doctor
-from bulwark_vpn.service.gateway import (
-    ApplyResult,
-    DownResult,
-    UpResult,
-    apply_now,
-    down,
-    status,
-    up_background,
-    up_foreground,
-)
-from bulwark_vpn.service.peers import (
-    AddPeersRequest,
-    PeerConfig,
-    PeerConfigRequest,
-    PeerInfo,
-    PeerList,
-    PeerNamesRequest,
-    PeersResult,
-    add_peers,
-    list_peers,
-    peer_config,
-    peer_qr_text,
-    remove_peers,
-    set_peers_enabled,
-    show_peer,
-)
-from bulwark_vpn.service.provision import InitResult, init_from_sources, init_server
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bulwark_vpn.service.context import DEFAULT_RUN_DIR, Context
+    from bulwark_vpn.service.deploy import DEPLOY_TARGETS, DeployResult, render_deployment
+    from bulwark_vpn.service.doctor import run_doctor
+    from bulwark_vpn.service.gateway import (
+        ApplyResult,
+        DownResult,
+        UpResult,
+        apply_now,
+        down,
+        status,
+        up_background,
+        up_foreground,
+    )
+    from bulwark_vpn.service.peers import (
+        AddPeersRequest,
+        ListPeersRequest,
+        PeerConfig,
+        PeerConfigRequest,
+        PeerInfo,
+        PeerList,
+        PeerNamesRequest,
+        PeersResult,
+        add_peers,
+        list_peers,
+        peer_config,
+        peer_qr_text,
+        remove_peers,
+        set_peers_enabled,
+        show_peer,
+    )
+    from bulwark_vpn.service.provision import InitResult, init_from_sources, init_server
+
+# Each name loads its module on first use (PEP 562), so a command imports only what it needs: `peer list`
+# never loads QR codes, the data plane or deploy renderers.
+_WHERE = {
+    "AddPeersRequest": "peers",
+    "ApplyResult": "gateway",
+    "Context": "context",
+    "DEFAULT_RUN_DIR": "context",
+    "DEPLOY_TARGETS": "deploy",
+    "DeployResult": "deploy",
+    "DownResult": "gateway",
+    "InitResult": "provision",
+    "ListPeersRequest": "peers",
+    "PeerConfig": "peers",
+    "PeerConfigRequest": "peers",
+    "PeerInfo": "peers",
+    "PeerList": "peers",
+    "PeerNamesRequest": "peers",
+    "PeersResult": "peers",
+    "UpResult": "gateway",
+    "add_peers": "peers",
+    "apply_now": "gateway",
+    "down": "gateway",
+    "init_from_sources": "provision",
+    "init_server": "provision",
+    "list_peers": "peers",
+    "peer_config": "peers",
+    "peer_qr_text": "peers",
+    "remove_peers": "peers",
+    "render_deployment": "deploy",
+    "run_doctor": "doctor",
+    "set_peers_enabled": "peers",
+    "show_peer": "peers",
+    "status": "gateway",
+    "up_background": "gateway",
+    "up_foreground": "gateway",
+}
+
 
 __all__ = [
     "DEFAULT_RUN_DIR",
@@ -48,6 +91,7 @@ __all__ = [
     "DeployResult",
     "DownResult",
     "InitResult",
+    "ListPeersRequest",
     "PeerConfig",
     "PeerConfigRequest",
     "PeerInfo",
@@ -72,3 +116,12 @@ __all__ = [
     "up_background",
     "up_foreground",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bulwark_vpn.service' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"bulwark_vpn.service.{module}"), name)
+    globals()[name] = value
+    return value

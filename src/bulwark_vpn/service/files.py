@@ -19,7 +19,6 @@ from bulwark_vpn.errors import ErrorCode, NotFoundError, StoreError
 from bulwark_vpn.fsutil import SafeFolder, Staged
 from bulwark_vpn.model import Peer
 from bulwark_vpn.render import layout
-from bulwark_vpn.render.qr import qr_pngs
 from bulwark_vpn.service.context import LOCK_NAME, Context, Held, folder_lock
 from bulwark_vpn.store import REMOVE_FOLDER, RENDER_ALL_PEERS, RENDER_PEER, RENDER_SERVER, Store
 
@@ -49,6 +48,8 @@ def _peer_file_set(store: Store, peers: Sequence[Peer]) -> tuple[list[tuple[str,
         files.update(rendered)
         if layout.conf_path(peer) in rendered:
             with_config.append(peer)
+    from bulwark_vpn.render.qr import qr_pngs
+
     confs = [files[layout.conf_path(p)].content.decode() for p in with_config]
     for peer, png in zip(with_config, qr_pngs(confs), strict=True):
         if png is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -24,6 +25,37 @@ RENDER_SERVER = "server"
 RENDER_ALL_PEERS = "peers"
 RENDER_PEER = "peer:"  # + name
 REMOVE_FOLDER = "remove:"  # + folder
+
+
+@dataclass(frozen=True)
+class PeerQuery:
+    """Which peers a listing wants, and in which order: filtered and paged by the store, not in Python."""
+
+    search: str | None = None  # a substring of the name, the IPv4/IPv6 address or the public key
+    enabled: bool | None = None
+    sort: str = "created"  # created | name
+    descending: bool = False
+    offset: int = 0
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class PeerSummary:
+    """A peer as a listing shows it, read as stored text: no secret, no key object, no address parsing."""
+
+    name: str
+    public_key: str
+    address4: str
+    address6: str | None
+    allowed_ips: tuple[str, ...] | None  # None: the server's default
+    server_allowed_ips: tuple[str, ...]
+    keepalive: int | None
+    enabled: bool
+    has_private_key: bool
+    created_at: float
+
+
+SORTS = ("created", "name")
 
 
 class Store(Protocol):
@@ -61,6 +93,10 @@ class Store(Protocol):
     def peer(self, name: str) -> Peer: ...
     def has_peer(self, name: str) -> bool: ...
     def peer_count(self) -> int: ...
+
+    def peer_summaries(self, query: PeerQuery) -> tuple[list[PeerSummary], int]:
+        """One page of peers matching the query, and how many match in all."""
+        ...
     def server_peer_rows(self) -> list[tuple]: ...
     def insert_peer(self, peer: Peer) -> None: ...
     def update_peer(self, peer: Peer) -> None: ...

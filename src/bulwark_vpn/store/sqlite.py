@@ -18,6 +18,7 @@ import functools
 import ipaddress
 import json
 import os
+import re
 import sqlite3
 import stat
 import time
@@ -27,12 +28,17 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from bulwark_vpn.addressing import Pool
-from bulwark_vpn.errors import ConflictError, ErrorCode, NotFoundError, StoreError
+from bulwark_vpn.errors import ConflictError, ErrorCode, NotFoundError, StoreError, show_value
 from bulwark_vpn.fsutil import PRIVATE_FILE, UnsafePathError
 from bulwark_vpn.keys import PresharedKey, PrivateKey, PublicKey
 from bulwark_vpn.model import Peer, Settings
+from bulwark_vpn.store.base import PeerQuery, PeerSummary
 
 STORE_NAME = "bulwark.db"
+# Whole-value checks for rows read without parsing (listings): what the parsers wrote, nothing else.
+_SAFE_NAME = re.compile(r"[a-zA-Z0-9_=+][a-zA-Z0-9_=+.-]{0,62}")
+_SAFE_KEY = re.compile(r"[A-Za-z0-9+/]{43}=")
+_SAFE_ADDRESS = re.compile(r"[0-9.]{7,15}")
 SCHEMA_VERSION = 2
 # How long a command waits for another process's write transaction before saying who holds it.
 DEFAULT_LOCK_TIMEOUT = 10.0
@@ -417,6 +423,44 @@ class SQLiteStore:
     @_translated
     def peer_count(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM peers").fetchone()[0])
+
+    @_translated
+    def peer_summaries(self, query: PeerQuery) -> tuple[list[PeerSummary], int]:
+        """Filtered, sorted and paged in SQL; rows checked with two whole-value patterns (a damaged row is a
+        StoreError naming the peer, as everywhere) but never parsed into key or address objects."""
+        # Only constant SQL text is built here; every value travels as a parameter.
+        where: list[str] = []
+        params: list[object] = []
+        if query.search:
+            pattern = "%" + query.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where.append("(name LIKE ? ESCAPE '\\' OR address4 LIKE ? ESCAPE '\\' OR address6 LIKE ? ESCAPE '\\' "
+                         "OR public_key LIKE ? ESCAPE '\\')")
+            params += [pattern] * 4
+        if query.enabled is not None:
+            where.append("enabled = ?")
+            params.append(int(query.enabled))
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        order = {"created": "id", "name": "name"}[query.sort] + (" DESC" if query.descending else "")
+        total = int(self._conn.execute(f"SELECT COUNT(*) FROM peers{clause}", params).fetchone()[0])  # noqa: S608
+        limit = -1 if query.limit is None else query.limit
+        columns = ("name, public_key, address4, address6, allowed_ips, server_allowed_ips, keepalive, enabled, "
+                   "private_key IS NOT NULL, created_at")
+        sql = f"SELECT {columns} FROM peers{clause} ORDER BY {order} LIMIT ? OFFSET ?"  # noqa: S608
+        rows = self._conn.execute(sql, [*params, limit, query.offset]).fetchall()
+        return [self._summary(row) for row in rows], total
+
+    def _summary(self, row: tuple) -> PeerSummary:
+        name, public, address4, address6, allowed, routed, keepalive, enabled, has_private, created = row
+        if not (isinstance(name, str) and _SAFE_NAME.fullmatch(name) and isinstance(public, str)
+                and _SAFE_KEY.fullmatch(public) and isinstance(address4, str) and _SAFE_ADDRESS.fullmatch(address4)):
+            raise StoreError(f"the store holds a damaged peer '{show_value(name)}'", str(self.path), RESTORE_HINT)
+        try:
+            allowed_list = None if allowed is None else tuple(str(n) for n in json.loads(allowed))
+            routed_list = tuple(str(n) for n in json.loads(routed))
+        except (ValueError, TypeError):
+            raise StoreError(f"the store holds a damaged peer '{name}'", str(self.path), RESTORE_HINT) from None
+        return PeerSummary(name, public, address4, address6, allowed_list, routed_list, keepalive, bool(enabled),
+                           bool(has_private), float(created))
 
     @_translated
     def insert_peer(self, peer: Peer) -> None:
