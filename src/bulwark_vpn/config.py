@@ -132,6 +132,47 @@ def parse_backend(value: str) -> str:
     return value
 
 
+# The exposure settings (issue 8): strict on type and text, since TOML, env and flags all reach them. These
+# move to the `values` parsers with the others.
+_SWITCH = re.compile(r"(?i)1|0|true|false|yes|no|on|off")
+_CIDR = re.compile(r"[0-9A-Fa-f.:]{2,45}(/[0-9]{1,3})?")
+
+
+def _shown(value: object) -> str:
+    """A value for an error message, control characters escaped so the message stays one line."""
+    return str(value).encode("unicode_escape").decode("ascii") if isinstance(value, str) else repr(value)
+
+
+def parse_switch(value: object, what: str) -> bool:
+    """An exposure switch: a TOML boolean, or exactly one of true/false, yes/no, on/off, 1/0."""
+    if isinstance(value, bool):
+        return value
+    if not isinstance(value, str) or not _SWITCH.fullmatch(value):
+        raise InputError(f"invalid {what}: '{_shown(value)}': use true or false")
+    return parse_bool(value, what)
+
+
+def parse_dns_clients(value: object) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """DNS_CLIENTS: networks (CIDR, or a bare address for one host) separated by commas; "" for none."""
+    items = value if isinstance(value, list) else value.split(",") if isinstance(value, str) else None
+    if items is None:
+        raise InputError(f"invalid DNS clients: '{_shown(value)}': use CIDRs separated by commas")
+    nets = []
+    for item in items:
+        text = item.strip(" ") if isinstance(item, str) else item
+        if text == "" and isinstance(value, str):
+            continue
+        if not isinstance(text, str) or not _CIDR.fullmatch(text):
+            raise InputError(f"invalid DNS clients entry: '{_shown(item)}': use CIDRs such as 192.168.1.0/24 "
+                             "separated by commas")
+        try:
+            nets.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise InputError(f"invalid DNS clients entry: '{_shown(item)}': use CIDRs such as 192.168.1.0/24 "
+                             "separated by commas") from None
+    return tuple(dict.fromkeys(nets))
+
+
 @dataclass(frozen=True)
 class PeerRequest:
     """A peer the settings ask for: created if missing, never reset if present."""
@@ -167,7 +208,14 @@ _SETTING_PARSERS = {
     "log_confs": lambda v: parse_bool(v, "LOG_CONFS"),
     "backend": parse_backend,
     "egress_interface": validate_interface_name,
+    "peer_to_peer": lambda v: parse_switch(v, "peer to peer (BULWARK_PEER_TO_PEER)"),
+    "lan_to_peers": lambda v: parse_switch(v, "LAN to peers (BULWARK_LAN_TO_PEERS)"),
+    "host_access": lambda v: parse_switch(v, "host access (BULWARK_HOST_ACCESS)"),
+    "dns_clients": parse_dns_clients,
 }
+
+# Optional settings that "" resets to their default (None): `--egress-interface ''` NATs out of every interface again.
+_CLEARABLE = {"egress_interface"}
 
 _ENV_NAMES = {
     "SERVERURL": "server_url",
@@ -183,19 +231,27 @@ _ENV_NAMES = {
     "BULWARK_INTERFACE": "interface",
     "BULWARK_BACKEND": "backend",
     "BULWARK_EGRESS_INTERFACE": "egress_interface",
+    "BULWARK_PEER_TO_PEER": "peer_to_peer",
+    "BULWARK_LAN_TO_PEERS": "lan_to_peers",
+    "BULWARK_HOST_ACCESS": "host_access",
+    "BULWARK_DNS_CLIENTS": "dns_clients",
 }
 
 
 def settings_update(raw: Mapping[str, object]) -> SettingsUpdate:
-    """Validate raw setting values (None or absent = not given)."""
+    """Validate raw setting values (None or absent = not given; "" clears the settings of `_CLEARABLE`)."""
     values: dict[str, Any] = {}
+    clear = set()
     for key, value in raw.items():
         if value is None:
             continue
         if key not in _SETTING_PARSERS:
             raise InputError(f"unknown setting: '{key}': known settings are {', '.join(sorted(_SETTING_PARSERS))}")
+        if key in _CLEARABLE and value == "":
+            clear.add(key)
+            continue
         values[key] = _SETTING_PARSERS[key](value)  # type: ignore[arg-type]
-    return SettingsUpdate(**values)
+    return SettingsUpdate(**values, clear=frozenset(clear))
 
 
 def parse_peers(value: str) -> tuple[str, ...]:
