@@ -66,6 +66,7 @@ class Site:
             "egress": self.egress,
             "subnets": (ipaddress.ip_network("10.77.0.0/24"), ipaddress.ip_network("fd77::/64")),
             "listen_port": self.server.port,
+            "addresses": (ipaddress.ip_address("10.77.0.1"), ipaddress.ip_address("fd77::1")),
         }
         values.update(overrides)
         return FirewallSpec(**values)

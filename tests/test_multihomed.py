@@ -38,7 +38,6 @@ def source_seen(lab: Lab, client: Netns) -> str:
     return client.run(FETCH).stdout.decode().strip()
 
 
-@pytest.mark.xfail(strict=True, reason="NAT goes only out of the default route's interface")
 def test_a_network_on_a_second_interface_is_reached_through_nat(lab: Lab):
     second_lan(lab)
     lab.init("--peers", "alice", "--allowed-ips", ADVERTISED)
