@@ -138,6 +138,14 @@ _SWITCH = re.compile(r"(?i)1|0|true|false|yes|no|on|off")
 _CIDR = re.compile(r"[0-9A-Fa-f.:]{2,45}(/[0-9]{1,3})?")
 
 
+def parse_egress_interface(value: str) -> str:
+    """--egress-interface: an interface name other than the loopback."""
+    if value == "lo":
+        raise InputError("invalid egress interface: 'lo': NAT goes out of a network interface; leave it unset "
+                         "('') for every interface but the tunnel")
+    return validate_interface_name(value)
+
+
 def _shown(value: object) -> str:
     """A value for an error message, control characters escaped so the message stays one line."""
     return str(value).encode("unicode_escape").decode("ascii") if isinstance(value, str) else repr(value)
@@ -207,7 +215,7 @@ _SETTING_PARSERS = {
     "mtu": parse_mtu,
     "log_confs": lambda v: parse_bool(v, "LOG_CONFS"),
     "backend": parse_backend,
-    "egress_interface": validate_interface_name,
+    "egress_interface": parse_egress_interface,
     "peer_to_peer": lambda v: parse_switch(v, "peer to peer (BULWARK_PEER_TO_PEER)"),
     "lan_to_peers": lambda v: parse_switch(v, "LAN to peers (BULWARK_LAN_TO_PEERS)"),
     "host_access": lambda v: parse_switch(v, "host access (BULWARK_HOST_ACCESS)"),

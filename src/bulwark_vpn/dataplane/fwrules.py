@@ -169,9 +169,9 @@ class Rule:
             raise ValueError(f"unknown conntrack state in {self.ct}")
         if self.dport is not None and (self.proto not in ("tcp", "udp") or not 0 < self.dport < 65536):
             raise ValueError(f"a destination port needs tcp or udp: {self}")
-        if (self.chain == "postrouting") != (self.verdict == "masquerade") or (
-                self.chain == "postrouting" and self.iif is not None):
-            raise ValueError(f"masquerade belongs to postrouting, which has no input interface: {self}")
+        if (self.verdict == "masquerade" and self.chain != "postrouting") or (
+                self.chain == "postrouting" and (self.verdict == "drop" or self.iif is not None)):
+            raise ValueError(f"postrouting only masquerades (or accepts: no NAT), without an input interface: {self}")
         if not _COMMENT.fullmatch(self.comment):
             raise ValueError(f"unsafe rule comment: {self.comment!r}")
 
@@ -273,8 +273,12 @@ def _forward(spec: FirewallSpec) -> list[Rule]:
 
 
 def _nat(spec: FirewallSpec) -> list[Rule]:
-    return [Rule("postrouting", "masquerade", "NAT of the tunnel", oif=_beyond(spec), saddr=net)
-            for net in spec.subnets]
+    # The host's own packets to its tunnel addresses (a DNS query to 10.13.13.1) leave by the loopback with a
+    # tunnel source: "every interface but the tunnel" must not masquerade them.
+    rules = [] if spec.egress is not None else [Rule("postrouting", "accept", "no NAT on the loopback",
+                                                     oif=Iface(LOOPBACK))]
+    return rules + [Rule("postrouting", "masquerade", "NAT of the tunnel", oif=_beyond(spec), saddr=net)
+                    for net in spec.subnets]
 
 
 def _dns_rules(spec: FirewallSpec, verdict: Verdict, comment: str, version: int | None = None,
