@@ -157,6 +157,11 @@ class Rule:
 
     def __post_init__(self) -> None:
         implied: set[int] = {a.version for a in (self.saddr, self.daddr) if a is not None}
+        # A /0 only says the family (iptables lists `-s 0.0.0.0/0` as no match at all).
+        for name in ("saddr", "daddr"):
+            value = getattr(self, name)
+            if value is not None and value.prefixlen == 0:
+                object.__setattr__(self, name, None)
         if self.proto in ("icmp", "icmpv6"):
             implied.add(4 if self.proto == "icmp" else 6)
         if self.family is not None:
@@ -343,7 +348,7 @@ def nft_rule(rule: Rule) -> str:
     """One rule in nft syntax (with a counter, so `nft list` shows what it matched)."""
     parts = []
     selector = "ip" if rule.family == 4 else "ip6"
-    if rule.family is not None and rule.saddr is None and rule.daddr is None and rule.proto is None:
+    if rule.family is not None and rule.saddr is None and rule.daddr is None and rule.proto not in ("icmp", "icmpv6"):
         parts.append(f"meta nfproto ipv{rule.family}")
     if rule.iif is not None:
         parts.append(_nft_iface("iifname", rule.iif))
