@@ -138,12 +138,15 @@ _SWITCH = re.compile(r"(?i)1|0|true|false|yes|no|on|off")
 _CIDR = re.compile(r"[0-9A-Fa-f.:]{2,45}(/[0-9]{1,3})?")
 
 
-def parse_egress_interface(value: str) -> str:
-    """--egress-interface: an interface name other than the loopback."""
+def parse_egress_interface(value: object) -> str:
+    """--egress-interface: an interface name (the whole value: no trailing newline) other than the loopback."""
+    if not isinstance(value, str) or not _IFNAME.fullmatch(value) or value in (".", ".."):
+        raise InputError(f"invalid egress interface: '{_shown(value)}': use 1-15 letters, digits or _=+.- "
+                         "(e.g. eth1), or '' for every interface but the tunnel")
     if value == "lo":
         raise InputError("invalid egress interface: 'lo': NAT goes out of a network interface; leave it unset "
                          "('') for every interface but the tunnel")
-    return validate_interface_name(value)
+    return value
 
 
 def _shown(value: object) -> str:
