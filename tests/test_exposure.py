@@ -9,10 +9,11 @@ import json
 
 import pytest
 
-from tests.gwlab import SERVER_WAN, VPC_DNS, VPC_GATEWAY, VPC_HOST, Lab
+from bulwark_vpn.dataplane import firewall
+from tests.gwlab import RUN_DIR, SERVER_WAN, VPC_DNS, VPC_GATEWAY, VPC_HOST, Lab
 from tests.netns import Netns
 from tests.probes import reaches, serve
-from tests.test_doctor_support import doctor
+from tests.test_doctor_support import doctor, supervisor_stopped
 
 pytestmark = pytest.mark.netns
 
@@ -173,3 +174,25 @@ def test_traffic_that_does_not_involve_the_tunnel_is_the_same_with_the_gateway_u
     alice, _ = lab.connect("alice", allowed_ips=TUNNEL)
     assert alice.ping(SERVER)
     assert untunnelled_traffic(lab, outsider, address) == before
+
+
+def test_a_closing_rule_deleted_by_hand_is_put_back_by_the_supervisor(lab: Lab):
+    lab.init("--peers", "alice,bob")
+    lab.up()
+    alice, _ = lab.connect("alice", allowed_ips=TUNNEL)
+    bob, _ = lab.connect("bob", allowed_ips=TUNNEL)
+    bob_address = addresses(lab)["bob"]
+    assert alice.ping(SERVER) and bob.ping(SERVER)
+    table = firewall.table_name(lab.iface)
+    listing = json.loads(lab.server.run(["nft", "-j", "-a", "list", "chain", "inet", table, "forward"]).stdout)
+    handle = next(item["rule"]["handle"] for item in listing["nftables"]
+                  if "rule" in item and item["rule"].get("comment") == "peer to peer (closed)")
+    with supervisor_stopped(lab):
+        lab.server.run(["nft", "delete", "rule", "inet", table, "forward", "handle", str(handle)])
+        assert alice.ping(bob_address)  # the deleted rule was what kept the peers apart
+        check = doctor(lab)["exposure"]
+        assert check["status"] == "fail" and check["fixable"]
+        assert "peer-to-peer is open in the live rules but closed in the settings" in check["evidence"]
+    lab.wait_for(lambda: not alice.ping(bob_address, timeout=1), 5)  # closed again by the supervisor
+    assert "the firewall of" in (RUN_DIR / f"{lab.iface}.log").read_text()
+    assert doctor(lab).status("firewall") == "ok"

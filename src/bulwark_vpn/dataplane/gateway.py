@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bulwark_vpn.dataplane import firewall, link, netcfg, wg
+from bulwark_vpn.dataplane import firewall, fwrules, link, netcfg, wg
 from bulwark_vpn.dataplane.apply import (
     AddPeer,
     Change,
@@ -453,9 +453,21 @@ class Gateway:
         return not link.link_exists(self.runner, self.iface)
 
     def _check_firewall(self) -> None:
-        if self.state is not None and self.state.firewall and not firewall.firewall_present(self.runner, self.iface):
-            self.log(f"bulwark: the firewall table of {self.iface} is missing; reinstalling it")
-            firewall.install_firewall(self.runner, self._firewall_spec())
+        """Put our rules back when they are missing or differ from the settings (a rule deleted by hand would
+        otherwise leave an exposure open that the settings keep closed)."""
+        if self.state is None or not self.state.firewall:
+            return
+        spec = self._firewall_spec()
+        try:
+            live = firewall.live_rules(self.runner, self.iface)
+            problem = None if live is not None else "is missing"
+            if live is not None and fwrules.differences(fwrules.policy(spec), live):
+                problem = "differs from the settings"
+        except ValueError:
+            problem = "holds a rule Bulwark does not write"
+        if problem is not None:
+            self.log(f"bulwark: the firewall of {self.iface} {problem}; reinstalling it")
+            firewall.install_firewall(self.runner, spec)
 
     def supervise(self, stop: threading.Event) -> None:
         """Until `stop` is set: apply store changes, repair drift, restart a dead wireguard-go."""
