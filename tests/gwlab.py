@@ -94,6 +94,9 @@ class Lab:
 
 def make_lab(factory: NetnsFactory) -> Lab:
     server, vpc = factory(), factory()
+    # A new namespace copies the host's net.ipv4.ip_forward (net.core.devconf_inherit_init_net=0): start from
+    # the kernel default, so that what `up` turns on and `down` restores does not depend on the host.
+    server.run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=0"])
     # The server's "LAN" veth toward the VPC; its default route points there, like an EC2 instance's eth0.
     veth(server, vpc, f"{VPC_GATEWAY}/24", f"{VPC_HOST}/24")
     server.ip("route", "add", "default", "via", VPC_HOST)
