@@ -73,8 +73,8 @@ def cli(debug: bool) -> None:
 @click.option("--allowed-ips", help="Default client AllowedIPs (ALLOWEDIPS) [0.0.0.0/0, ::/0].")
 @click.option("--mtu", help="Interface MTU for server and clients.")
 @click.option("--backend", type=click.Choice(["auto", "kernel", "userspace"]), help="WireGuard implementation.")
-@click.option("--egress-interface", help="The one interface to masquerade tunnel traffic out of [every interface "
-                                        "but the tunnel].")
+@click.option("--egress-interface", help="The one interface to masquerade tunnel traffic out of ('' for every "
+                                        "interface but the tunnel) [every interface but the tunnel].")
 @click.option("--peer-to-peer/--no-peer-to-peer", default=None,
               help="Let peers reach each other through the gateway [closed] (BULWARK_PEER_TO_PEER).")
 @click.option("--lan-to-peers/--no-lan-to-peers", default=None,
