@@ -11,7 +11,7 @@ import ipaddress
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
@@ -19,6 +19,7 @@ from bulwark_vpn.dataplane import firewall, netcfg
 from bulwark_vpn.dataplane.apply import apply_device
 from bulwark_vpn.dataplane.firewall import FirewallSpec
 from tests.netns import Netns, NetnsFactory, WgClient, WgServer, add_wg_client, start_wg_server, veth
+from tests.probes import reaches, serve
 
 VPC4, VPC6 = "192.168.77.2", "2001:db8:77::2"
 EGRESS4, EGRESS6 = "192.168.77.1", "2001:db8:77::1"
@@ -66,6 +67,7 @@ class Site:
             "egress": self.egress,
             "subnets": (ipaddress.ip_network("10.77.0.0/24"), ipaddress.ip_network("fd77::/64")),
             "listen_port": self.server.port,
+            "addresses": (ipaddress.ip_address("10.77.0.1"), ipaddress.ip_address("fd77::1")),
         }
         values.update(overrides)
         return FirewallSpec(**values)
@@ -183,3 +185,117 @@ def test_iptables_fallback_nat_metadata_and_exact_removal(site: Site) -> None:
     assert "BULWARK" not in saved and "-A FORWARD -j SOMEONE-ELSE" in saved
     assert not firewall.firewall_present(runner, iface, "iptables")
     assert firewall.remove_firewall(runner, iface, "iptables") is False
+
+
+# --- one rule list, the same in nft and iptables, and what it lets through -----------------------------------
+
+BACKENDS = ["nft", "iptables"]
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_host_services_are_closed_to_peers_unless_host_access(site: Site, backend: str) -> None:
+    server, client = site.server, site.client.ns
+    serve(server.ns, "0.0.0.0", 8443)  # a service of the gateway host, on every address  # noqa: S104
+    serve(server.ns, "10.77.0.1", 53, "udp")  # stands for the DNS forwarder
+    firewall.install_firewall(server.runner, site.spec(), backend=backend)
+    assert not reaches(client, "10.77.0.1", 8443)  # on its tunnel address
+    assert not reaches(client, EGRESS4, 8443)  # nor on another of its addresses, through the tunnel
+    assert client.ping("10.77.0.1")  # ping and path MTU pass
+    assert reaches(client, "10.77.0.1", 53, "udp")  # and DNS
+    assert reaches(site.vpc, EGRESS4, 8443)  # traffic that does not involve the tunnel is not touched
+    assert site.vpc.ping(EGRESS4) and server.ns.ping(VPC4)
+
+    firewall.install_firewall(server.runner, site.spec(host_access=True), backend=backend)
+    assert reaches(client, "10.77.0.1", 8443) and reaches(client, EGRESS4, 8443)
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dns_from_outside_the_tunnel_is_dropped_unless_dns_clients(site: Site, backend: str) -> None:
+    server = site.server
+    serve(server.ns, "10.77.0.1", 53, "udp")
+    serve(server.ns, "10.77.0.1", 53, "tcp")
+    site.vpc.ip("route", "add", "10.77.0.0/24", "via", EGRESS4)  # a LAN host that knows the way to the tunnel
+    firewall.install_firewall(server.runner, site.spec(), backend=backend)
+    assert reaches(site.client.ns, "10.77.0.1", 53, "udp") and reaches(site.client.ns, "10.77.0.1", 53)
+    assert not reaches(site.vpc, "10.77.0.1", 53, "udp") and not reaches(site.vpc, "10.77.0.1", 53)
+    assert reaches(server.ns, "10.77.0.1", 53, "udp")  # the host itself
+
+    clients = (ipaddress.ip_network("192.168.77.0/24"),)
+    firewall.install_firewall(server.runner, site.spec(dns_clients=clients), backend=backend)
+    assert reaches(site.vpc, "10.77.0.1", 53, "udp") and reaches(site.vpc, "10.77.0.1", 53)
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_outside_hosts_cannot_open_connections_to_peers_unless_lan_to_peers(site: Site, backend: str) -> None:
+    serve(site.client.ns, site.client.address4, 9000)  # a service on the peer's tunnel address
+    site.vpc.ip("route", "add", "10.77.0.0/24", "via", EGRESS4)
+    firewall.install_firewall(site.server.runner, site.spec(), backend=backend)
+    assert not reaches(site.vpc, site.client.address4, 9000)
+    assert site.source_seen_by_vpc(VPC4) == EGRESS4  # the peer's own connection: its replies pass
+
+    firewall.install_firewall(site.server.runner, site.spec(lan_to_peers=True), backend=backend)
+    assert reaches(site.vpc, site.client.address4, 9000)
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+def test_nft_and_iptables_hold_exactly_the_rules_of_the_policy(netns: Netns) -> None:
+    """For any spec: rendered, loaded by the real tool, listed back and parsed, each rendering is the policy."""
+    from hypothesis import HealthCheck, given, settings
+
+    from bulwark_vpn.dataplane import fwrules
+    from tests.test_fwrules import specs
+
+    runner = netns.runner(log=lambda _: None)
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(specs())
+    def check(spec: FirewallSpec) -> None:
+        try:
+            firewall.install_firewall(runner, spec, "nft")
+            assert firewall.live_rules(runner, spec.iface, "nft") == fwrules.policy(spec)
+            firewall.install_firewall(runner, spec, "iptables")
+            firewall.install_firewall(runner, spec, "iptables")  # a replacement, as at a settings change
+            expected = fwrules.by_family(fwrules.policy(spec), 4) + fwrules.by_family(fwrules.policy(spec), 6)
+            assert firewall.live_rules(runner, spec.iface, "iptables") == expected
+        finally:
+            firewall.remove_firewall(runner, spec.iface, "nft")
+            firewall.remove_firewall(runner, spec.iface, "iptables")
+        assert iptables_save(netns).count("BULWARK") == 0
+
+    check()
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_reload_never_leaves_a_moment_without_nat_or_the_metadata_drop(netns: Netns, backend: str) -> None:
+    """A reader lists the rules while the firewall is replaced 30 times: every listing holds NAT and the drop."""
+    import threading
+
+    runner = netns.runner(log=lambda _: None)
+    spec = FirewallSpec(iface="wg0", egress=None, subnets=(ipaddress.ip_network("10.77.0.0/24"),), listen_port=51820,
+                        addresses=(ipaddress.ip_address("10.77.0.1"),))
+    listing = (["iptables-save"] if backend == "iptables"
+               else ["nft", "list", "table", "inet", firewall.table_name("wg0")])
+    firewall.install_firewall(runner, spec, backend)
+    stop, seen = threading.Event(), []
+
+    def read() -> None:
+        while not stop.is_set():
+            seen.append(netns.run(listing).stdout.decode())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for index in range(30):
+            firewall.install_firewall(runner, replace(spec, peer_to_peer=index % 2 == 0), backend)
+    finally:
+        stop.set()
+        reader.join()
+    nat, drop = ("MASQUERADE", "169.254.0.0/16") if backend == "iptables" else ("masquerade", "169.254.0.0/16")
+    assert len(seen) >= 10
+    assert all(nat in text and drop in text for text in seen)
+    firewall.remove_firewall(runner, "wg0", backend)

@@ -200,6 +200,7 @@ def spec(**kw) -> firewall.FirewallSpec:
         "egress": "eth0",
         "subnets": (net("10.13.13.0/24"), net("fd13::/64")),
         "listen_port": 51820,
+        "addresses": (ipaddress.ip_address("10.13.13.1"), ipaddress.ip_address("fd13::1")),
     }
     values.update(kw)
     return firewall.FirewallSpec(**values)
@@ -209,22 +210,24 @@ def test_ruleset_is_one_owned_table_replaced_atomically() -> None:
     text = firewall.render_ruleset(spec())
     assert text.startswith("table inet bulwark_wg0\ndelete table inet bulwark_wg0\ntable inet bulwark_wg0 {")
     assert text.count("policy accept;") == 3 and "policy drop" not in text
-    assert 'oifname "eth0" ip saddr { 10.13.13.0/24 } masquerade' in text
-    assert 'oifname "eth0" ip6 saddr { fd13::/64 } masquerade' in text
-    assert 'iifname "eth0" oifname "wg0" ct state established,related accept' in text
-    assert 'iifname "wg0" oifname "wg0" accept' in text
-    assert "udp dport 51820 accept" in text and "th dport 53 accept" in text
+    assert 'oifname "eth0" ip saddr 10.13.13.0/24 counter masquerade' in text
+    assert 'oifname "eth0" ip6 saddr fd13::/64 counter masquerade' in text
+    assert 'oifname "wg0" ct state established,related counter accept' in text
+    assert 'iifname "wg0" oifname "wg0" counter drop comment "peer to peer (closed)"' in text
+    assert 'iifname != "wg0" udp dport 51820 counter accept' in text
 
 
 def test_ruleset_blocks_metadata_unless_disabled() -> None:
-    assert "ip daddr 169.254.0.0/16 counter drop" in firewall.render_ruleset(spec())
-    assert "ip6 daddr fd00:ec2::254 counter drop" in firewall.render_ruleset(spec())
+    assert 'iifname "wg0" ip daddr 169.254.0.0/16 counter drop' in firewall.render_ruleset(spec())
+    assert 'iifname "wg0" ip6 daddr fd00:ec2::254/128 counter drop' in firewall.render_ruleset(spec())
     assert "169.254" not in firewall.render_ruleset(spec(block_metadata=False))
 
 
-def test_ruleset_without_egress_or_ipv6() -> None:
+def test_ruleset_without_egress_nats_out_of_every_other_interface() -> None:
     text = firewall.render_ruleset(spec(egress=None, subnets=(net("10.13.13.0/24"),), dns=False))
-    assert "masquerade" not in text and "eth0" not in text and "dport 53" not in text
+    assert 'oifname != "wg0" ip saddr 10.13.13.0/24 counter masquerade' in text
+    assert 'iifname "wg0" oifname != "wg0" counter accept' in text
+    assert "eth0" not in text and "dport 53" not in text
 
 
 def test_table_name_escapes_characters_nft_rejects() -> None:
@@ -235,10 +238,11 @@ def test_table_name_escapes_characters_nft_rejects() -> None:
 def test_iptables_script_uses_dedicated_chains() -> None:
     text = firewall.render_iptables(spec(), 4)
     assert ":BULWARK-wg0 - [0:0]" in text and ":BULWARK-wg0-in - [0:0]" in text
-    assert "-I FORWARD 1 -j BULWARK-wg0" in text and "-A POSTROUTING -j BULWARK-wg0" in text
-    assert "-A BULWARK-wg0 -s 10.13.13.0/24 -o eth0 -j MASQUERADE" in text and "fd13" not in text
-    assert "-d 169.254.0.0/16 -j DROP" in text
-    assert "-s fd13::/64 -o eth0 -j MASQUERADE" in firewall.render_iptables(spec(), 6)
+    assert "-I FORWARD 1 -j BULWARK-wg0" in text and "-I POSTROUTING 1 -j BULWARK-wg0" in text
+    assert "-A BULWARK-wg0 -o eth0 -s 10.13.13.0/24 -m comment" in text and "fd13" not in text
+    assert "-A BULWARK-wg0 -i wg0 -d 169.254.0.0/16 -m comment" in text
+    assert "-o eth0 -s fd13::/64 -m comment --comment \"NAT of the tunnel\" -j MASQUERADE" in \
+        firewall.render_iptables(spec(), 6)
 
 
 def test_firewall_spec_validates_interface_names() -> None:

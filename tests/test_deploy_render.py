@@ -174,6 +174,14 @@ def test_from_settings_keeps_a_moved_listen_port_for_clients() -> None:
     assert (opts.listen_port, opts.client_port) == (51820, 443)
 
 
+def test_open_exposures_are_carried_to_the_deployed_gateway_and_closed_ones_say_nothing() -> None:
+    assert not any(k.startswith("BULWARK_") for k in DeployOptions.from_settings(Settings()).environment())
+    settings = Settings(peer_to_peer=True, host_access=True, dns_clients=(ipaddress.ip_network("10.0.1.0/24"),))
+    env = DeployOptions.from_settings(settings).environment()
+    assert env["BULWARK_PEER_TO_PEER"] == "true" and env["BULWARK_HOST_ACCESS"] == "true"
+    assert env["BULWARK_DNS_CLIENTS"] == "10.0.1.0/24" and "BULWARK_LAN_TO_PEERS" not in env
+
+
 def test_unset_server_url_means_auto() -> None:
     assert DeployOptions.from_settings(Settings(server_url=None)).server_url == "auto"
 

@@ -4,6 +4,7 @@ namespace where the forwarder binds port 53 on a tunnel-like address before that
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import random
 import shutil
@@ -339,6 +340,18 @@ def test_parse_upstream() -> None:
             parse_upstream(bad)
 
 
+def test_answers_its_client_networks_loopback_and_its_own_addresses_only() -> None:
+    tunnel, lan = ipaddress.ip_network("10.13.13.0/24"), ipaddress.ip_network("10.0.1.0/24")
+    forwarder = DnsForwarder(["10.13.13.1", "fd13::1"], upstreams=["192.0.2.53"], clients=[tunnel])
+    assert all(forwarder.allows(a) for a in ("10.13.13.7", "127.0.0.1", "::1", "fd13::1", "10.13.13.1"))
+    assert not any(forwarder.allows(a) for a in ("10.0.1.10", "fd13::7", "192.0.2.1", "garbage", "10.13.13.7\n"))
+    forwarder.set_clients([tunnel, lan])  # what a live DNS_CLIENTS change does
+    assert forwarder.allows("10.0.1.10")
+    assert not DnsForwarder(["10.13.13.1"], upstreams=["192.0.2.53"]).allows("10.13.13.7")  # none by default
+    with pytest.raises(InputError, match="clients must be IP networks"):
+        forwarder.set_clients(["0.0.0.0/0"])  # type: ignore[list-item]
+
+
 def test_rejects_forwarding_to_itself_and_empty_settings() -> None:
     with pytest.raises(InputError, match="forwarder itself"):
         DnsForwarder(["10.13.13.1"], upstreams=["10.13.13.1"])
@@ -351,9 +364,11 @@ def test_rejects_forwarding_to_itself_and_empty_settings() -> None:
 # --- in a network namespace, on port 53 ----------------------------------------------------------------------
 
 FORWARDER_SCRIPT = """
-import sys
+import ipaddress, sys
 from bulwark_vpn.dataplane.dns import DnsForwarder
-handle = DnsForwarder(sys.argv[1].split(","), port=53).start_in_thread()  # upstreams: the netns resolv.conf
+clients = [ipaddress.ip_network(n) for n in sys.argv[2].split(",") if n] if len(sys.argv) > 2 else []
+# upstreams: the netns resolv.conf
+handle = DnsForwarder(sys.argv[1].split(","), port=53, clients=clients).start_in_thread()
 print("ready", flush=True)
 sys.stdin.read()
 handle.stop()
@@ -416,7 +431,8 @@ def test_forwarder_on_port_53_in_a_namespace(netns: Namespace) -> None:
     (Path("/etc/netns") / netns.name / "resolv.conf").write_text("nameserver 10.213.13.1\nnameserver 10.213.13.53\n")
 
     # Started before the tunnel addresses exist, as the supervisor may do: IP_FREEBIND makes that work.
-    forwarder = netns.spawn(FORWARDER_SCRIPT, "10.213.13.1,fd13:213:13::1")
+    # dig's source is the namespace's first address, 10.213.13.53: a client network must include it.
+    forwarder = netns.spawn(FORWARDER_SCRIPT, "10.213.13.1,fd13:213:13::1", "10.213.13.0/24,fd13:213:13::/64")
     netns.ip("addr", "add", "10.213.13.1/24", "dev", "bw0")
     netns.ip("-6", "addr", "add", "fd13:213:13::1/64", "dev", "bw0", "nodad")
 
@@ -428,3 +444,27 @@ def test_forwarder_on_port_53_in_a_namespace(netns: Namespace) -> None:
 
     _, errors = forwarder.communicate(timeout=10)  # closing stdin asks it to stop
     assert forwarder.returncode == 0, errors
+
+
+@pytest.mark.netns
+def test_queries_from_outside_the_client_networks_get_no_answer_without_any_firewall(netns: Namespace) -> None:
+    # No nft table in this namespace: the forwarder alone must refuse to be an open resolver.
+    netns.ip("addr", "add", "10.213.13.53/24", "dev", "bw0")
+    netns.ip("addr", "add", "192.0.2.77/32", "dev", "bw0")  # a source outside the client networks
+    netns.spawn(UPSTREAM_SCRIPT, "10.213.13.53", "53")
+    (Path("/etc/netns") / netns.name / "resolv.conf").write_text("nameserver 10.213.13.53\n")
+    netns.ip("addr", "add", "10.213.13.1/24", "dev", "bw0")
+    forwarder = netns.spawn(FORWARDER_SCRIPT, "10.213.13.1", "10.213.13.0/24")
+
+    def ask(source: str, *args: str) -> subprocess.CompletedProcess[str]:
+        command = ["ip", "netns", "exec", netns.name, "dig", "-b", source, "@10.213.13.1", "+time=1", "+tries=1",
+                   "+short", "www.example.test", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+
+    assert ask("10.213.13.53").stdout.split() == ["192.0.2.10"]  # a client network: answered
+    assert ask("10.213.13.53", "+tcp").stdout.split() == ["192.0.2.10"]
+    stranger, stranger_tcp = ask("192.0.2.77"), ask("192.0.2.77", "+tcp")
+    assert stranger.returncode == 9 and "timed out" in stranger.stdout  # UDP: no answer at all
+    assert stranger_tcp.returncode != 0 and "192.0.2.10" not in stranger_tcp.stdout  # TCP: closed unanswered
+    forwarder.communicate(timeout=10)
+    assert forwarder.returncode == 0

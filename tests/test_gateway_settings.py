@@ -27,7 +27,7 @@ def test_listen_port_change_is_applied_live(lab: Lab):
     lab.bulwark("init", "--listen-port", "51999")
     lab.wait_for(lambda: json.loads(lab.bulwark("status", "--json").stdout)["listen_port"] == 51999, 3)
     rules = lab.server.run(["nft", "list", "table", "inet", table_name(lab.iface)]).stdout.decode()
-    assert "udp dport 51999 accept" in rules
+    assert "udp dport 51999 counter" in rules
     client, _ = lab.connect("alice", allowed_ips="10.13.13.0/24")
     assert client.ping("10.13.13.1")
 

@@ -134,7 +134,18 @@ def _setup_logging(debug: bool) -> None:
 @click.option("--allowed-ips", help="Default client AllowedIPs (ALLOWEDIPS) [0.0.0.0/0, ::/0].")
 @click.option("--mtu", help="Interface MTU for server and clients.")
 @click.option("--backend", help="WireGuard implementation: auto, kernel or userspace.")
-@click.option("--egress-interface", help="Interface toward the private network [from the default route].")
+@click.option("--egress-interface", help="The one interface to masquerade tunnel traffic out of ('' for every "
+                                        "interface but the tunnel) [every interface but the tunnel].")
+@click.option("--peer-to-peer/--no-peer-to-peer", default=None,
+              help="Let peers reach each other through the gateway [closed] (BULWARK_PEER_TO_PEER).")
+@click.option("--lan-to-peers/--no-lan-to-peers", default=None,
+              help="Let hosts outside the tunnel open connections to peers; replies always pass [closed] "
+                   "(BULWARK_LAN_TO_PEERS).")
+@click.option("--host-access/--no-host-access", default=None,
+              help="Let peers reach every service of the gateway host, not only DNS and ping [closed] "
+                   "(BULWARK_HOST_ACCESS).")
+@click.option("--dns-clients", help="Networks besides the tunnel whose DNS queries the forwarder answers, e.g. "
+                                    "192.168.1.0/24 ('' for none) [none] (BULWARK_DNS_CLIENTS).")
 @click.option("--log-confs/--no-log-confs", default=None, help="Print new peers' QR codes to the log (LOG_CONFS).")
 @click.option("--peers", help="Peers to create: a count N (peer1..peerN) or names (PEERS).")
 @_json_option

@@ -18,6 +18,7 @@ from bulwark_vpn.model import DEFAULT_KEEPALIVE, SettingsUpdate
 from bulwark_vpn.values import (
     parse_bool,
     parse_dns_servers,
+    parse_egress_interface,
     parse_interface_name,
     parse_mtu,
     parse_networks,
@@ -104,8 +105,15 @@ _SETTING_PARSERS: dict[str, Callable[[Any], Any]] = {
     "mtu": parse_mtu,
     "log_confs": lambda v: parse_bool(v, "LOG_CONFS"),
     "backend": parse_backend,
-    "egress_interface": lambda v: parse_interface_name(v, "egress interface"),
+    "egress_interface": parse_egress_interface,
+    "peer_to_peer": lambda v: parse_bool(v, "peer to peer (BULWARK_PEER_TO_PEER)"),
+    "lan_to_peers": lambda v: parse_bool(v, "LAN to peers (BULWARK_LAN_TO_PEERS)"),
+    "host_access": lambda v: parse_bool(v, "host access (BULWARK_HOST_ACCESS)"),
+    "dns_clients": lambda v: parse_networks(v, "DNS clients", allow_empty=True),
 }
+
+# Optional settings that "" resets to their default (None): `--egress-interface ''` NATs out of every interface again.
+_CLEARABLE = {"egress_interface"}
 
 _ENV_NAMES = {
     "SERVERURL": "server_url",
@@ -121,19 +129,27 @@ _ENV_NAMES = {
     "BULWARK_INTERFACE": "interface",
     "BULWARK_BACKEND": "backend",
     "BULWARK_EGRESS_INTERFACE": "egress_interface",
+    "BULWARK_PEER_TO_PEER": "peer_to_peer",
+    "BULWARK_LAN_TO_PEERS": "lan_to_peers",
+    "BULWARK_HOST_ACCESS": "host_access",
+    "BULWARK_DNS_CLIENTS": "dns_clients",
 }
 
 
 def settings_update(raw: Mapping[str, object]) -> SettingsUpdate:
-    """Validate raw setting values (None or absent = not given)."""
+    """Validate raw setting values (None or absent = not given; "" clears the settings of `_CLEARABLE`)."""
     values: dict[str, Any] = {}
+    clear = set()
     for key, value in raw.items():
         if value is None:
             continue
         if key not in _SETTING_PARSERS:
             raise InputError("unknown setting", key, f"known settings are {', '.join(sorted(_SETTING_PARSERS))}")
+        if key in _CLEARABLE and value == "":
+            clear.add(key)
+            continue
         values[key] = _SETTING_PARSERS[key](value)
-    return SettingsUpdate(**values)
+    return SettingsUpdate(**values, clear=frozenset(clear))
 
 
 def parse_peers(value: object, what: str = "PEERS") -> tuple[str, ...]:

@@ -50,10 +50,17 @@ class Settings:
     mtu: int | None = None
     log_confs: bool = False
     backend: Backend = "auto"
-    # Egress interface for NAT into the private network; None = from the default route.
+    # The one interface tunnel traffic is masqueraded out of; None = every interface but the tunnel.
     egress_interface: str | None = None
     # Last public address discovered for server_url=auto (kept when discovery fails).
     discovered_url: str | None = None
+    # Network exposure, closed by default (see docs/deploy.md): peers reach each other; hosts outside the
+    # tunnel open connections to peers; peers reach every service of the gateway host (not only DNS and
+    # ICMP); networks besides the tunnel whose DNS queries the forwarder answers.
+    peer_to_peer: bool = False
+    lan_to_peers: bool = False
+    host_access: bool = False
+    dns_clients: tuple[IPNetwork, ...] = ()
 
     def __post_init__(self) -> None:
         # The same strict parsers as every input path: a Settings holding a value that could add a line to a
@@ -121,6 +128,10 @@ class SettingsUpdate:
     log_confs: bool | None = None
     backend: Backend | None = None
     egress_interface: str | None = None
+    peer_to_peer: bool | None = None
+    lan_to_peers: bool | None = None
+    host_access: bool | None = None
+    dns_clients: tuple[IPNetwork, ...] | None = None
     # Set by discovery (SERVERURL=auto), never by users.
     discovered_url: str | None = None
     clear: frozenset[str] = frozenset()
@@ -132,7 +143,9 @@ class SettingsUpdate:
             for name in self.__dataclass_fields__
             if name != "clear"
         }
-        return SettingsUpdate(**values, clear=self.clear | other.clear)
+        # A value given here beats a clear from the lower-precedence update, and a clear here beats its value.
+        kept = frozenset(name for name in other.clear if getattr(self, name) is None)
+        return SettingsUpdate(**values, clear=self.clear | kept)
 
     def apply_to(self, settings: Settings) -> Settings:
         changes = {

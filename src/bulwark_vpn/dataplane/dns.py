@@ -6,7 +6,10 @@ the tunnel. This module owns:
 
 * `read_system_resolvers`: the upstreams named in resolv.conf, minus the forwarder's own addresses;
 * `DnsForwarder`: UDP and TCP listeners on each address, forwarding with a per-upstream timeout, a TCP retry when
-  the upstream truncates, SERVFAIL when every upstream fails; usable from asyncio or from a background thread;
+  the upstream truncates, SERVFAIL when every upstream fails; usable from asyncio or from a background thread. It
+  answers only its `clients` (the tunnel subnets, plus the networks the DNS_CLIENTS setting names) and the host
+  itself: a query from anywhere else gets no answer, even when the firewall that also drops it is not loaded, so
+  the forwarder is never an open resolver;
 * `probe`: one real query, used by `doctor` to check that the forwarder answers.
 
 It never prints and logs at debug level only: a line per query would flood any real log.
@@ -47,6 +50,7 @@ IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 CLASSIC_UDP_LIMIT = 512
 
 Address = tuple[str, int]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class DnsBindError(SystemActionError):
@@ -102,14 +106,18 @@ class DnsForwarder:
 
     `upstreams` defaults to the system resolvers (see `read_system_resolvers`); each takes the forms that
     `parse_upstream` accepts. `port=0` picks a free port, the same for every address and both protocols, readable
-    from `port` after `start()`. `timeout` bounds the time spent on each upstream.
+    from `port` after `start()`. `timeout` bounds the time spent on each upstream. Queries are answered only
+    from `clients` (networks; see `set_clients`), loopback and the listen addresses themselves (the host).
     """
 
     def __init__(self, listen: Sequence[str], port: int = DNS_PORT, upstreams: Sequence[str] | None = None,
-                 timeout: float = 2.0, max_inflight: int = MAX_INFLIGHT) -> None:
+                 timeout: float = 2.0, max_inflight: int = MAX_INFLIGHT, clients: Sequence[IPNetwork] = ()) -> None:
         if not listen:
             raise InputError("dns forwarder: no listen address; pass the tunnel address(es)")
         self.listen = list(dict.fromkeys(str(_parse_ip(a, a, "listen address")) for a in listen))
+        self._own = frozenset(ipaddress.ip_address(a) for a in self.listen)
+        self.clients: tuple[IPNetwork, ...] = ()
+        self.set_clients(clients)
         self.port = port
         if upstreams is None:
             upstreams = read_system_resolvers(exclude=self.listen)
@@ -128,6 +136,22 @@ class DnsForwarder:
         self._servers: list[asyncio.AbstractServer] = []
         # UDP query tasks and TCP connection tasks, so that stop() can cancel them.
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def set_clients(self, clients: Sequence[IPNetwork]) -> None:
+        """Answer queries from these networks from now on (one assignment: safe while serving)."""
+        if not all(isinstance(net, IPNetwork) for net in clients):
+            raise InputError(f"dns forwarder: clients must be IP networks: {list(clients)!r}")
+        self.clients = tuple(clients)
+
+    def allows(self, source: str) -> bool:
+        """True if a query from `source` may be answered: a client network, loopback, or the host itself."""
+        try:
+            address = ipaddress.ip_address(source.split("%", 1)[0])
+        except ValueError:
+            return False
+        if address.is_loopback or address in self._own:
+            return True
+        return any(address in net for net in self.clients if net.version == address.version)
 
     async def start(self) -> None:
         """Listen on every address (UDP and TCP); raise DnsBindError if any cannot be bound."""
@@ -241,6 +265,10 @@ class DnsForwarder:
         raise DnsBindError(f"cannot find a free port for DNS on {', '.join(self.listen)}; pass an explicit port")
 
     def _on_datagram(self, data: bytes, client: Address, transport: asyncio.DatagramTransport) -> None:
+        if not self.allows(client[0]):
+            # No answer at all: a refusal would still reflect traffic toward a spoofed source.
+            logger.debug("dns: ignoring a query from %s: not a tunnel peer nor a DNS client", client[0])
+            return
         # Counted here, synchronously: many datagrams can arrive before any task gets to run.
         if self._inflight >= self._max_inflight:
             logger.debug("dns: dropping a query from %s: %d queries in flight", client[0], self._inflight)
@@ -264,6 +292,10 @@ class DnsForwarder:
         if task is not None:  # always true inside a stream callback
             self._tasks.add(task)
         try:
+            peer = writer.get_extra_info("peername")
+            if not peer or not self.allows(str(peer[0])):
+                logger.debug("dns: closing a TCP connection from %s: not a tunnel peer nor a DNS client", peer)
+                return
             while True:
                 try:
                     async with asyncio.timeout(TCP_IDLE_TIMEOUT):

@@ -1,190 +1,125 @@
 """NAT and forwarding rules for one WireGuard interface, in a table that Bulwark alone owns.
 
-This module owns the firewall of the gateway: with nftables, one table per interface
-(`table inet bulwark_wg0`), loaded atomically with `nft -f -` and removed with one
-`nft delete table`, so nothing else on the host is touched. When `nft` is missing it falls back to
-iptables with dedicated chains (`BULWARK-wg0`, `BULWARK-wg0-in`) jumped to from the built-in
-chains, so removal is exact there too. `render_ruleset` is a pure function.
+This module owns installing, replacing, reading and removing the firewall of the gateway; the rules
+themselves are data in `fwrules` (one list rendered for each tool). With nftables, one table per interface
+(`table inet bulwark_wg0`), loaded atomically with `nft -f -` and removed with one `nft delete table`, so
+nothing else on the host is touched. When `nft` is missing it falls back to iptables with dedicated chains
+(`BULWARK-wg0`, `BULWARK-wg0-in`) jumped to from the built-in chains, replaced with one `iptables-restore`
+transaction per family, so removal is exact there too and a reload leaves no moment without NAT.
 
 Why `policy accept` in our nftables chains: every base chain on a hook sees the packet, and a drop
 anywhere is final while an accept only ends *our* chain. A drop policy in our table would therefore
 block traffic that other tables (the host's own firewall, Docker, Kubernetes) mean to allow. With
-policy accept our table can only add the drops it names (the cloud metadata service) and never makes
-anyone else's traffic worse; its accepts document the intended flows and end our chain early.
+policy accept our table can only add the drops it names, all of them for traffic to, from or through
+the tunnel interface (the cloud metadata service, and the exposures the settings keep closed), and
+never makes anyone else's traffic worse; its accepts document the intended flows and end our chain early.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
+import json
 import shutil
-from dataclasses import dataclass
 from typing import Literal
 
-from bulwark_vpn.dataplane.link import validate_ifname
+from bulwark_vpn.dataplane import fwrules
+from bulwark_vpn.dataplane.fwrules import (
+    DNS_PORT,
+    METADATA4,
+    METADATA6,
+    FirewallSpec,
+    Rule,
+    chain_names,
+    table_name,
+)
 from bulwark_vpn.dataplane.runner import Runner, Undo, missing_command_hint
 from bulwark_vpn.errors import SystemActionError
+from bulwark_vpn.model import Settings
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+__all__ = [
+    "DNS_PORT",
+    "METADATA4",
+    "METADATA6",
+    "FirewallBackend",
+    "FirewallSpec",
+    "chain_names",
+    "firewall_backend",
+    "firewall_present",
+    "install_firewall",
+    "live_rules",
+    "remove_firewall",
+    "render_iptables",
+    "render_ruleset",
+    "spec_from_settings",
+    "table_name",
+]
+
 FirewallBackend = Literal["auto", "nft", "iptables"]
 
-METADATA4 = ipaddress.IPv4Network("169.254.0.0/16")
-METADATA6 = ipaddress.IPv6Network("fd00:ec2::254/128")
-DNS_PORT = 53
 
-
-@dataclass(frozen=True)
-class FirewallSpec:
-    """What the gateway's firewall allows.
-
-    `egress=None` means no NAT and no forwarding to another interface (tunnel-only).
-    `subnets` are the tunnel networks (IPv4 and/or IPv6) to masquerade out of `egress`.
-    """
-
-    iface: str
-    egress: str | None
-    subnets: tuple[IPNetwork, ...]
-    listen_port: int
-    block_metadata: bool = True
-    dns: bool = True
-
-    def __post_init__(self) -> None:
-        validate_ifname(self.iface)
-        if self.egress is not None:
-            validate_ifname(self.egress)
-
-
-def table_name(iface: str) -> str:
-    """`bulwark_<iface>`, with characters nft identifiers cannot hold written as `_xHH`."""
-    safe = re.sub(r"[^A-Za-z0-9_]", lambda m: f"_x{ord(m.group()):02x}", validate_ifname(iface))
-    return f"bulwark_{safe}"
-
-
-def chain_names(iface: str) -> tuple[str, str]:
-    """The iptables fallback's (forward/nat, input) chain names."""
-    return f"BULWARK-{iface}", f"BULWARK-{iface}-in"
-
-
-def _nets(spec: FirewallSpec, version: int) -> list[IPNetwork]:
-    return [n for n in spec.subnets if n.version == version]
-
-
-def _forward_rules(spec: FirewallSpec) -> list[str]:
-    wg = f'iifname "{spec.iface}"'
-    rules = []
-    if spec.block_metadata:
-        rules.append(f'{wg} ip daddr {METADATA4} counter drop comment "cloud metadata"')
-        rules.append(f'{wg} ip6 daddr {METADATA6.network_address} counter drop comment "cloud metadata"')
-    rules.append(f'{wg} oifname "{spec.iface}" accept')
-    if spec.egress is not None:
-        rules.append(f'{wg} oifname "{spec.egress}" accept')
-        rules.append(f'iifname "{spec.egress}" oifname "{spec.iface}" ct state established,related accept')
-    return rules
-
-
-def _nat_rules(spec: FirewallSpec) -> list[str]:
-    if spec.egress is None:
-        return []
-    rules = []
-    for version, selector in ((4, "ip"), (6, "ip6")):
-        nets = _nets(spec, version)
-        if nets:
-            joined = ", ".join(str(n) for n in nets)
-            rules.append(f'oifname "{spec.egress}" {selector} saddr {{ {joined} }} masquerade')
-    return rules
-
-
-def _input_rules(spec: FirewallSpec) -> list[str]:
-    rules = [f"udp dport {spec.listen_port} accept"]
-    if spec.dns:
-        rules.append(f'iifname "{spec.iface}" meta l4proto {{ udp, tcp }} th dport {DNS_PORT} accept')
-    return rules
-
-
-def _chain(kind: str, hook: str, priority: str, rules: list[str]) -> list[str]:
-    header = f"\t\ttype {kind} hook {hook} priority {priority}; policy accept;"
-    return [f"\tchain {hook} {{", header, *(f"\t\t{rule}" for rule in rules), "\t}"]
+def spec_from_settings(settings: Settings, iface: str | None = None) -> FirewallSpec:
+    """The firewall the stored settings ask for (the gateway installs it; the doctor compares with it)."""
+    subnets = (settings.subnet4,) + ((settings.subnet6,) if settings.subnet6 is not None else ())
+    return FirewallSpec(
+        iface=iface or settings.interface,
+        egress=settings.egress_interface,
+        subnets=subnets,
+        listen_port=settings.listen_port,
+        addresses=tuple(a.ip for a in settings.server_addresses),
+        dns=settings.peer_dns == "auto",
+        peer_to_peer=settings.peer_to_peer,
+        lan_to_peers=settings.lan_to_peers,
+        host_access=settings.host_access,
+        dns_clients=settings.dns_clients,
+    )
 
 
 def render_ruleset(spec: FirewallSpec) -> str:
-    """The `nft -f -` script that (re)creates our table atomically.
-
-    The leading `table ...` + `delete table ...` pair makes the load idempotent: the old table (if
-    any) is replaced within the same transaction, so there is no moment without rules.
-    """
-    name = table_name(spec.iface)
-    lines = [f"table inet {name}", f"delete table inet {name}", f"table inet {name} {{"]
-    lines += _chain("filter", "forward", "filter", _forward_rules(spec))
-    lines += _chain("nat", "postrouting", "srcnat", _nat_rules(spec))
-    lines += _chain("filter", "input", "filter", _input_rules(spec))
-    lines.append("}")
-    return "\n".join(lines) + "\n"
-
-
-# --- iptables fallback ------------------------------------------------------------------------
+    """The `nft -f -` script that (re)creates our table atomically (see `fwrules.render_nft`)."""
+    return fwrules.render_nft(spec)
 
 
 def render_iptables(spec: FirewallSpec, version: int) -> str:
-    """The `iptables-restore --noflush` script for one IP family (4 or 6)."""
-    fwd, inp = chain_names(spec.iface)
-    wg = f"-i {spec.iface}"
-    filter_rules = []
-    if spec.block_metadata:
-        target = METADATA4 if version == 4 else METADATA6
-        filter_rules.append(f"-A {fwd} {wg} -d {target} -j DROP")
-    filter_rules.append(f"-A {fwd} {wg} -o {spec.iface} -j ACCEPT")
-    if spec.egress is not None:
-        filter_rules.append(f"-A {fwd} {wg} -o {spec.egress} -j ACCEPT")
-        filter_rules.append(
-            f"-A {fwd} -i {spec.egress} -o {spec.iface} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
-        )
-    filter_rules.append(f"-A {inp} -p udp --dport {spec.listen_port} -j ACCEPT")
-    if spec.dns:
-        filter_rules += [f"-A {inp} {wg} -p {proto} --dport {DNS_PORT} -j ACCEPT" for proto in ("udp", "tcp")]
-    # Our jumps go first so the metadata drop cannot be bypassed by an earlier accept.
-    lines = [
-        "*filter",
-        f":{fwd} - [0:0]",
-        f":{inp} - [0:0]",
-        *filter_rules,
-        f"-I FORWARD 1 -j {fwd}",
-        f"-I INPUT 1 -j {inp}",
-        "COMMIT",
-    ]
-    lines += ["*nat", f":{fwd} - [0:0]"]
-    if spec.egress is not None:
-        lines += [f"-A {fwd} -s {net} -o {spec.egress} -j MASQUERADE" for net in _nets(spec, version)]
-    lines += [f"-A POSTROUTING -j {fwd}", "COMMIT"]
-    return "\n".join(lines) + "\n"
+    """The `iptables-restore --noflush` script for one IP family, for a host without our chains yet."""
+    return fwrules.render_iptables(spec, version)
 
 
-# (table, built-in chain, index into chain_names) of every jump the fallback adds.
-_IPT_JUMPS = (("filter", "FORWARD", 0), ("filter", "INPUT", 1), ("nat", "POSTROUTING", 0))
+# --- iptables fallback ------------------------------------------------------------------------
 
 
 def _ipt(version: int) -> str:
     return "iptables" if version == 4 else "ip6tables"
 
 
+def _ipt_lines(runner: Runner, version: int, table: str, chain: str) -> list[str] | None:
+    """`iptables -S CHAIN` of one table, or None when the chain does not exist."""
+    result = runner.run([_ipt(version), "-w", "-t", table, "-S", chain], check=False, quiet=True)
+    return result.stdout.decode(errors="replace").splitlines() if result.returncode == 0 else None
+
+
 def _ipt_present(runner: Runner, iface: str, version: int) -> bool:
-    fwd, _ = chain_names(iface)
-    argv = [_ipt(version), "-w", "-t", "filter", "-S", fwd]
-    return runner.run(argv, check=False, quiet=True).returncode == 0
+    return _ipt_lines(runner, version, "filter", chain_names(iface)[0]) is not None
+
+
+def _ipt_jumps(runner: Runner, iface: str, version: int) -> dict[tuple[str, str], int]:
+    """How many jumps to our chains each built-in chain holds."""
+    names = chain_names(iface)
+    counts = {}
+    for table, builtin, ours in (("filter", "FORWARD", names[0]), ("filter", "INPUT", names[1]),
+                                 ("nat", "POSTROUTING", names[0])):
+        lines = _ipt_lines(runner, version, table, builtin) or []
+        counts[(table, builtin)] = sum(line.split() == ["-A", builtin, "-j", ours] for line in lines)
+    return counts
 
 
 def _ipt_remove(runner: Runner, iface: str, version: int) -> bool:
     names = chain_names(iface)
-    cmd = _ipt(version)
-    if not _ipt_present(runner, iface, version):
+    chains = [(table, name) for table, name in (("filter", names[0]), ("filter", names[1]), ("nat", names[0]))
+              if _ipt_lines(runner, version, table, name) is not None]
+    jumps = _ipt_jumps(runner, iface, version)
+    if not chains and not any(jumps.values()):
         return False
-    for table, builtin, index in _IPT_JUMPS:
-        rule = [builtin, "-j", names[index]]
-        while runner.run([cmd, "-w", "-t", table, "-C", *rule], check=False, quiet=True).returncode == 0:
-            runner.run([cmd, "-w", "-t", table, "-D", *rule])
-    for table, chain in (("filter", names[0]), ("filter", names[1]), ("nat", names[0])):
-        if runner.run([cmd, "-w", "-t", table, "-S", chain], check=False, quiet=True).returncode == 0:
-            runner.run([cmd, "-w", "-t", table, "-F", chain])
-            runner.run([cmd, "-w", "-t", table, "-X", chain])
+    script = fwrules.render_iptables_removal(iface, jumps, chains)
+    runner.run([f"{_ipt(version)}-restore", "-w", "--noflush"], input=script.encode())
     return True
 
 
@@ -194,8 +129,8 @@ def _ipt_versions() -> list[int]:
 
 def _ipt_install(runner: Runner, spec: FirewallSpec) -> None:
     for version in _ipt_versions():
-        _ipt_remove(runner, spec.iface, version)
-        runner.run([f"{_ipt(version)}-restore", "-w", "--noflush"], input=render_iptables(spec, version).encode())
+        script = fwrules.render_iptables(spec, version, _ipt_jumps(runner, spec.iface, version))
+        runner.run([f"{_ipt(version)}-restore", "-w", "--noflush"], input=script.encode())
 
 
 # --- public API -------------------------------------------------------------------------------
@@ -216,7 +151,7 @@ def install_firewall(runner: Runner, spec: FirewallSpec, backend: FirewallBacken
     """Install (or atomically replace) our rules for `spec.iface`; the undo removes them."""
     chosen = firewall_backend(backend)
     if chosen == "nft":
-        runner.run(["nft", "-f", "-"], input=render_ruleset(spec).encode())
+        runner.run(["nft", "-f", "-"], input=fwrules.render_nft(spec).encode())
     else:
         _ipt_install(runner, spec)
     return Undo(f"remove firewall of {spec.iface}", lambda: remove_firewall(runner, spec.iface, chosen))
@@ -240,3 +175,24 @@ def firewall_present(runner: Runner, iface: str, backend: FirewallBackend = "aut
         argv = ["nft", "list", "table", "inet", table_name(iface)]
         return runner.run(argv, check=False, quiet=True).returncode == 0
     return any(_ipt_present(runner, iface, version) for version in _ipt_versions())
+
+
+def live_rules(runner: Runner, iface: str, backend: FirewallBackend = "auto") -> list[Rule] | None:
+    """Our rules as the kernel holds them now (parsed back from `nft -j` or `iptables -S`), None when our
+    table (or chains) are missing. ValueError when they hold a rule Bulwark does not write."""
+    if firewall_backend(backend) == "nft":
+        result = runner.run(["nft", "-j", "list", "table", "inet", table_name(iface)], check=False, quiet=True)
+        if result.returncode != 0:
+            return None
+        return fwrules.rules_from_nft(json.loads(result.stdout.decode() or "{}"), table_name(iface))
+    versions = [v for v in _ipt_versions() if _ipt_present(runner, iface, v)]
+    if not versions:
+        return None
+    rules: list[Rule] = []
+    for version in versions:
+        listed = {}
+        for chain in fwrules.CHAINS:
+            table, _, name = fwrules.iptables_chain(iface, chain)
+            listed[chain] = _ipt_lines(runner, version, table, name) or []
+        rules += fwrules.rules_from_iptables(iface, listed, version)
+    return rules

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bulwark_vpn.dataplane import firewall, link, netcfg, wg
+from bulwark_vpn.dataplane import firewall, fwrules, link, netcfg, wg
 from bulwark_vpn.dataplane.apply import (
     AddPeer,
     Change,
@@ -75,6 +75,7 @@ class RuntimeState:
     config_dir: str
     pid: int
     backend: str
+    # The one interface NAT goes out of (the egress_interface setting); None = every interface but the tunnel.
     egress: str | None
     forwarding_before: dict[str, bool]
     firewall: bool
@@ -305,20 +306,13 @@ class Gateway:
         undos += netcfg.ensure_routes(self.runner, self.iface, self._wanted_routes())
         return undos
 
-    def _egress(self) -> str | None:
-        if self.settings.egress_interface:
-            return self.settings.egress_interface
-        egress = netcfg.egress_interface(self.runner)
-        if egress is None:
-            self.log("bulwark: no default route: peers reach the server only (set --egress-interface for NAT)")
-        return egress
+    def _firewall_spec(self) -> firewall.FirewallSpec:
+        return firewall.spec_from_settings(self.settings, self.iface)
 
-    def _firewall_spec(self, egress: str | None) -> firewall.FirewallSpec:
-        subnets = [self.settings.subnet4] + ([self.settings.subnet6] if self.settings.subnet6 else [])
-        return firewall.FirewallSpec(
-            iface=self.iface, egress=egress, subnets=tuple(subnets), listen_port=self.settings.listen_port,
-            dns=self.settings.peer_dns == "auto",
-        )
+    def _dns_clients(self) -> list:
+        """Who the forwarder answers: the tunnel subnets and the DNS_CLIENTS networks."""
+        tunnel = [self.settings.subnet4] + ([self.settings.subnet6] if self.settings.subnet6 else [])
+        return tunnel + list(self.settings.dns_clients)
 
     def _start_dns(self) -> Undo | None:
         if self.settings.peer_dns != "auto":
@@ -326,7 +320,7 @@ class Gateway:
         from bulwark_vpn.dataplane.dns import DnsForwarder
 
         listen = [str(a.ip) for a in self.settings.server_addresses]
-        self.dns = DnsForwarder(listen).start_in_thread()
+        self.dns = DnsForwarder(listen, clients=self._dns_clients()).start_in_thread()
         self.log(f"[#] dns forwarder listening on {', '.join(listen)} port 53")
         return Undo("stop the DNS forwarder", self._stop_dns)
 
@@ -346,11 +340,11 @@ class Gateway:
             self._load_device()
             stack.push(self._configure_link())
             ipv6 = True if self.settings.subnet6 is not None else None
-            egress = self._egress()
-            if ipv6 and egress is not None:
+            egress = self.settings.egress_interface
+            if ipv6:
                 self._keep_router_advertisements(egress)
             stack.push(netcfg.set_forwarding(self.runner, ipv4=True, ipv6=ipv6))
-            stack.push(firewall.install_firewall(self.runner, self._firewall_spec(egress)))
+            stack.push(firewall.install_firewall(self.runner, self._firewall_spec()))
             dns_undo = self._start_dns()
             if dns_undo is not None:
                 stack.push(dns_undo)
@@ -363,14 +357,18 @@ class Gateway:
             self.state.save(self.run_dir)
         return self.state
 
-    def _keep_router_advertisements(self, egress: str) -> None:
+    def _keep_router_advertisements(self, egress: str | None) -> None:
         """IPv6 forwarding makes an interface with accept_ra=1 ignore router advertisements, and a SLAAC
         host would lose its IPv6 default route. accept_ra=2 keeps them (and means the same as 1 once
-        forwarding is off again, so it is left in place after `down`)."""
-        name = f"net.ipv6.conf.{egress}.accept_ra"
-        current = self.runner.run(["sysctl", "-n", name], check=False, quiet=True).stdout.decode().strip()
-        if current == "1":
-            self.runner.run(["sysctl", "-q", "-w", f"{name}=2"])
+        forwarding is off again, so it is left in place after `down`). Done on the uplink: the egress
+        interface when one is set, else the interfaces of the default routes."""
+        defaults = [netcfg.egress_interface(self.runner, 6), netcfg.egress_interface(self.runner)]
+        uplinks = [egress] if egress else defaults
+        for uplink in dict.fromkeys(u for u in uplinks if u):
+            name = f"net.ipv6.conf.{uplink}.accept_ra"
+            current = self.runner.run(["sysctl", "-n", name], check=False, quiet=True).stdout.decode().strip()
+            if current == "1":
+                self.runner.run(["sysctl", "-q", "-w", f"{name}=2"])
 
     def _refuse_if_running(self) -> None:
         refuse_if_running(self.runner, self.run_dir, self.iface, own_pid=os.getpid())
@@ -408,8 +406,13 @@ class Gateway:
     def _settings_changed(self, old: Settings) -> None:
         if old.server_addresses != self.settings.server_addresses or old.mtu != self.settings.mtu:
             self._repair_link_config()
+        if self.dns is not None:
+            self.dns.forwarder.set_clients(self._dns_clients())  # type: ignore[attr-defined]
         if self.state is not None and self.state.firewall:
-            firewall.install_firewall(self.runner, self._firewall_spec(self.state.egress))
+            firewall.install_firewall(self.runner, self._firewall_spec())
+            if self.state.egress != self.settings.egress_interface:
+                self.state.egress = self.settings.egress_interface
+                self.state.save(self.run_dir)
 
     def _repair_link_config(self) -> None:
         present = netcfg.addresses_on(self.runner, self.iface)
@@ -462,9 +465,21 @@ class Gateway:
         return not link.link_exists(self.runner, self.iface)
 
     def _check_firewall(self) -> None:
-        if self.state is not None and self.state.firewall and not firewall.firewall_present(self.runner, self.iface):
-            self.log(f"bulwark: the firewall table of {self.iface} is missing; reinstalling it")
-            firewall.install_firewall(self.runner, self._firewall_spec(self.state.egress))
+        """Put our rules back when they are missing or differ from the settings (a rule deleted by hand would
+        otherwise leave an exposure open that the settings keep closed)."""
+        if self.state is None or not self.state.firewall:
+            return
+        spec = self._firewall_spec()
+        try:
+            live = firewall.live_rules(self.runner, self.iface)
+            problem = None if live is not None else "is missing"
+            if live is not None and fwrules.differences(fwrules.policy(spec), live):
+                problem = "differs from the settings"
+        except ValueError:
+            problem = "holds a rule Bulwark does not write"
+        if problem is not None:
+            self.log(f"bulwark: the firewall of {self.iface} {problem}; reinstalling it")
+            firewall.install_firewall(self.runner, spec)
 
     def supervise(self, stop: threading.Event) -> None:
         """Until `stop` is set: apply store changes, repair drift, restart a dead wireguard-go."""
@@ -604,6 +619,22 @@ class PeerStatus:
 
 
 @dataclass(frozen=True)
+class ExposureStatus:
+    """The network exposures the settings open (all False / empty: closed, the default)."""
+
+    peer_to_peer: bool
+    lan_to_peers: bool
+    host_access: bool
+    # Networks besides the tunnel whose DNS queries the forwarder answers.
+    dns_clients: list[str]
+
+    @classmethod
+    def of(cls, settings: Settings) -> ExposureStatus:
+        return cls(peer_to_peer=settings.peer_to_peer, lan_to_peers=settings.lan_to_peers,
+                   host_access=settings.host_access, dns_clients=[str(n) for n in settings.dns_clients])
+
+
+@dataclass(frozen=True)
 class GatewayStatus:
     interface: str
     up: bool
@@ -613,6 +644,9 @@ class GatewayStatus:
     public_key: str
     addresses: list[str]
     peers: list[PeerStatus]
+    exposure: ExposureStatus
+    # The one interface tunnel traffic is masqueraded out of; None = every interface but the tunnel.
+    egress_interface: str | None
 
     def to_dict(self) -> dict:
         """What `status --json` prints and the API returns; fields are only ever added."""
@@ -650,4 +684,6 @@ def gateway_status(store: Store, run_dir: Path, iface: str | None = None, runner
         public_key=str(key.public_key()),
         addresses=[str(a) for a in settings.server_addresses],
         peers=rows,
+        exposure=ExposureStatus.of(settings),
+        egress_interface=settings.egress_interface,
     )

@@ -80,6 +80,11 @@ class DeployOptions:
     # linuxserver PERSISTENTKEEPALIVE_PEERS: peer names, or ("all",).
     keepalive_peers: tuple[str, ...] = ()
     log_confs: bool = False
+    # The exposures the server settings open (closed by default: nothing is written for them).
+    peer_to_peer: bool = False
+    lan_to_peers: bool = False
+    host_access: bool = False
+    dns_clients: tuple[IPNetwork, ...] = ()
     # Docker
     container_name: str = "bulwark"
     host_config_dir: str = "./config"
@@ -137,6 +142,10 @@ class DeployOptions:
             "peer_dns": settings.peer_dns,
             "allowed_ips": settings.allowed_ips,
             "log_confs": settings.log_confs,
+            "peer_to_peer": settings.peer_to_peer,
+            "lan_to_peers": settings.lan_to_peers,
+            "host_access": settings.host_access,
+            "dns_clients": settings.dns_clients,
         }
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
@@ -191,6 +200,13 @@ class DeployOptions:
         if self.keepalive_peers:
             env["PERSISTENTKEEPALIVE_PEERS"] = ",".join(self.keepalive_peers)
         env["LOG_CONFS"] = "true" if self.log_confs else "false"
+        # Only what is open: a gateway deployed from a closed store is closed without saying so.
+        for name, is_open in (("BULWARK_PEER_TO_PEER", self.peer_to_peer), ("BULWARK_LAN_TO_PEERS", self.lan_to_peers),
+                              ("BULWARK_HOST_ACCESS", self.host_access)):
+            if is_open:
+                env[name] = "true"
+        if self.dns_clients:
+            env["BULWARK_DNS_CLIENTS"] = ",".join(str(n) for n in self.dns_clients)
         return env
 
 
@@ -260,6 +276,8 @@ def _coerced(opts: DeployOptions) -> dict[str, Any]:
         "peers": _names(opts.peers),
         "keepalive_peers": _names(opts.keepalive_peers),
         "allowed_ips": _networks(opts.allowed_ips),
+        "dns_clients": tuple(_network(v, "DNS clients network") for v in (
+            opts.dns_clients.split(",") if isinstance(opts.dns_clients, str) else opts.dns_clients) if str(v).strip()),
         "subnet4": _typed_network(opts.subnet4, "internal subnet", 4),
         "subnet6": _typed_network(opts.subnet6, "internal IPv6 subnet", 6),
         "aws_vpc_cidr": _typed_network(opts.aws_vpc_cidr, "VPC CIDR", 4),

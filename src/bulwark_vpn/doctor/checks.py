@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import ipaddress
-import json
 import logging
 import os
 import re
@@ -23,7 +22,7 @@ from typing import Any, TypeVar
 
 from dnslib import RCODE
 
-from bulwark_vpn.dataplane import dns, firewall, link
+from bulwark_vpn.dataplane import dns, firewall, fwrules, link
 from bulwark_vpn.dataplane.apply import AddPeer, RemovePeer, SetInterface, UpdatePeer, diff_device
 from bulwark_vpn.dataplane.gateway import DEFAULT_RUN_DIR, ONLINE_WINDOW
 from bulwark_vpn.dataplane.runner import Runner
@@ -391,46 +390,49 @@ def check_forwarding(ctx: ServerContext) -> CheckResult:
     return ok("forwarding", shown)
 
 
-def _firewall_remedy(ctx: ServerContext, egress: str | None) -> Remedy:
-    settings = ctx.settings
-    subnets = [str(settings.subnet4)] + ([str(settings.subnet6)] if settings.subnet6 else [])
-    return Remedy("firewall", {"iface": ctx.iface, "egress": egress, "subnets": tuple(subnets),
-                               "listen_port": settings.listen_port, "dns": settings.peer_dns == "auto"})
+def _firewall_remedy(ctx: ServerContext) -> Remedy:
+    return Remedy("firewall", {"config_dir": str(ctx.config_dir), "interface": ctx.iface})
 
 
 def _expected_egress(ctx: ServerContext) -> str | None:
-    if ctx.state is not None:
-        return ctx.state.egress
+    """An interface tunnel traffic leaves by, for the checks that need one: the egress interface when one
+    is set, else the default route's (NAT then covers every interface but the tunnel)."""
     return ctx.settings.egress_interface or ctx.host.default_interface()
+
+
+def _nat_scope(ctx: ServerContext) -> str:
+    egress = ctx.settings.egress_interface
+    return f"NAT out of '{egress}' only" if egress else f"NAT out of every interface but '{ctx.iface}'"
+
+
+def _reinstall_fix(ctx: ServerContext) -> str:
+    return (f"bulwark doctor --fix --yes --config-dir {shlex.quote(str(ctx.config_dir))} (reinstalls it) or "
+            f"{ctx.cli('down')} && {ctx.cli('up')}")
 
 
 def check_firewall(ctx: ServerContext) -> CheckResult:
     if (missing := _needs_gateway("firewall", ctx)) is not None:
         return missing
-    egress = _expected_egress(ctx)
-    remedy = _firewall_remedy(ctx, egress)
-    fix = f"bulwark doctor --fix --yes --config-dir {shlex.quote(str(ctx.config_dir))} (reinstalls it) or " \
-          f"{ctx.cli('down')} && {ctx.cli('up')}"
+    remedy, fix = _firewall_remedy(ctx), _reinstall_fix(ctx)
     try:
         backend = firewall.firewall_backend()
-        present = firewall.firewall_present(ctx.host.runner, ctx.iface)
     except BulwarkError as exc:
         return fail("firewall", str(exc), "apt-get install -y nftables")
-    if backend == "iptables":
-        if not present:
-            return fail("firewall", f"Bulwark's iptables chains for '{ctx.iface}' are missing: no NAT", fix, remedy)
-        return ok("firewall", f"iptables chains {', '.join(firewall.chain_names(ctx.iface))} present")
-    table = firewall.table_name(ctx.iface)
-    if not present:
-        return fail("firewall", f"table inet {table} is missing: peers' traffic is not forwarded nor masqueraded"
-                                f"{' out of ' + egress if egress else ''}", fix, remedy)
-    data = ctx.host.ruleset()
-    if egress is not None and data is not None:
-        nat = Ruleset(data).rules.get(("inet", table, "postrouting"), [])
-        if not any("masquerade" in json.dumps(rule) and f'"{egress}"' in json.dumps(rule) for rule in nat):
-            return fail("firewall", f"table inet {table} does not masquerade out of '{egress}'", fix, remedy)
-    nat_note = f"NAT out of '{egress}'" if egress else "no NAT (no egress interface)"
-    return ok("firewall", f"table inet {table}: forward and input rules, {nat_note}")
+    where = (f"table inet {firewall.table_name(ctx.iface)}" if backend == "nft"
+             else f"iptables chains {', '.join(firewall.chain_names(ctx.iface))}")
+    live, problem = ctx.host.bulwark_rules(ctx.iface)
+    if problem is not None:
+        return fail("firewall", f"{where} cannot be checked: {problem}", fix, remedy)
+    if live is None:
+        what = "is missing" if backend == "nft" else "are missing"
+        return fail("firewall", f"{where} {what}: peers' traffic is not forwarded nor masqueraded, and nothing "
+                                "closes what the settings keep closed", fix, remedy)
+    expected = fwrules.policy(firewall.spec_from_settings(ctx.settings, ctx.iface))
+    differences = fwrules.differences(expected, live)
+    if differences:
+        return fail("firewall", f"{where} differs from the settings: {'; '.join(differences)}", fix, remedy)
+    return ok("firewall", f"{where} matches the settings ({plural(len(live), 'rule')}): {_nat_scope(ctx)}, "
+                          "cloud metadata blocked")
 
 
 def check_egress(ctx: ServerContext) -> CheckResult:
@@ -438,27 +440,232 @@ def check_egress(ctx: ServerContext) -> CheckResult:
         return missing
     configured = ctx.settings.egress_interface
     default = ctx.host.default_interface()
-    used = ctx.state.egress if ctx.state is not None else None
-    restart = f"{ctx.cli('down')} && {ctx.cli('up')}"
-    if ctx.state is not None and used is None:
-        return warn("egress", "the gateway came up without an egress interface (no default route): no NAT, "
-                              "peers reach only the server",
-                    f"{ctx.cli('init')} --egress-interface IFACE, then {restart}")
-    expected = used or configured or default
-    if expected is None:
-        return warn("egress", "no default route and no --egress-interface: peers will reach only the server",
-                    f"add a default route, or {ctx.cli('init')} --egress-interface IFACE")
-    info = ctx.host.links().get(expected)
-    if info is None:
-        return fail("egress", f"the egress interface '{expected}' does not exist", f"{ctx.cli('init')} "
-                              f"--egress-interface IFACE (an existing one), then {restart}")
-    if "UP" not in info.get("flags", []) or info.get("operstate") == "DOWN":
-        return fail("egress", f"the egress interface '{expected}' is down", f"ip link set up dev {expected}")
-    if configured is None and default is not None and default != expected:
-        return fail("egress", f"the default route now leaves via '{default}' but NAT masquerades out of '{expected}'",
-                    f"{restart} (or pin it: {ctx.cli('init')} --egress-interface {expected})")
-    route = "carries the default route" if expected == default else "set by --egress-interface"
-    return ok("egress", f"'{expected}' is up and {route}")
+    if configured is not None:
+        info = ctx.host.links().get(configured)
+        if info is None:
+            return fail("egress", f"the egress interface '{configured}' does not exist: nothing is masqueraded",
+                        f"{ctx.cli('init')} --egress-interface IFACE (an existing one), or NAT out of every "
+                        f"interface: {ctx.cli('init')} --egress-interface ''")
+        if "UP" not in info.get("flags", []) or info.get("operstate") == "DOWN":
+            return fail("egress", f"the egress interface '{configured}' is down", f"ip link set up dev {configured}")
+        return ok("egress", f"'{configured}' is up: NAT goes out of it only (--egress-interface)")
+    full = [n for n in _client_networks(ctx) if n.prefixlen == 0 and (n.version == 4 or ctx.settings.subnet6)]
+    if default is None and full:
+        return warn("egress", f"no default route on this host, while clients send {listing([str(n) for n in full])} "
+                              "into the tunnel: peers reach only the networks this host has routes to",
+                    "add a default route (ip route add default via ROUTER dev IFACE)")
+    via = f" (default route via '{default}')" if default else " (no default route)"
+    return ok("egress", f"NAT goes out of every interface but '{ctx.iface}'{via}")
+
+
+def _client_networks(ctx: ServerContext) -> list[IPNetwork]:
+    """Every network some client sends into the tunnel: the ALLOWEDIPS setting, and peers' own AllowedIPs."""
+    nets = list(ctx.settings.allowed_ips)
+    for peer in ctx.store.peers:
+        if peer.enabled and peer.allowed_ips is not None:
+            nets += peer.allowed_ips
+    return list(dict.fromkeys(nets))
+
+
+def _tunnel_subnets(ctx: ServerContext) -> list[IPNetwork]:
+    return [ctx.settings.subnet4] + ([ctx.settings.subnet6] if ctx.settings.subnet6 else [])
+
+
+def advertised_networks(ctx: ServerContext) -> list[IPNetwork]:
+    """The private networks the server advertises: what clients route into the tunnel (ALLOWEDIPS and peers'
+    own AllowedIPs), minus the tunnel subnets (the server itself and the peers) and minus default routes
+    (0.0.0.0/0 and ::/0 mean "everything": the egress check covers those). The server must carry each one
+    further: out of one of its interfaces (with NAT, or with a return route on that network), or back into
+    the tunnel when it lies behind a peer (--server-allowed-ips)."""
+    tunnel = _tunnel_subnets(ctx)
+    return [n for n in _client_networks(ctx) if n.prefixlen > 0
+            and not any(n.version == t.version and n.subnet_of(t) for t in tunnel)]  # type: ignore[arg-type]
+
+
+def _behind_peer(ctx: ServerContext, network: IPNetwork) -> str | None:
+    for peer in ctx.store.peers:
+        if peer.enabled and any(n.version == network.version and n.overlaps(network)  # type: ignore[arg-type]
+                                for n in peer.server_allowed_ips):
+            return peer.name
+    return None
+
+
+def _route_of(ctx: ServerContext, network: IPNetwork) -> dict | None:
+    """The main-table route that carries `network`: the longest prefix holding all of it, the default route
+    included (a VPC router often knows networks this host has no route of its own for); None when there is
+    none, or when it is unreachable, blackhole or prohibit."""
+    best: tuple[int, dict] | None = None
+    for route in ctx.host.routes(network.version):
+        dst = route.get("dst")
+        net = ipaddress.ip_network("0.0.0.0/0" if network.version == 4 else "::/0") if dst == "default" else \
+            ipaddress.ip_network(str(dst), strict=False)
+        if network.subnet_of(net) and (best is None or net.prefixlen > best[0]):  # type: ignore[arg-type]
+            best = (net.prefixlen, route)
+    if best is None or best[1].get("type", "unicast") != "unicast":
+        return None
+    return best[1]
+
+
+def _masqueraded(ctx: ServerContext, dev: str, network: IPNetwork) -> bool:
+    """Whether tunnel traffic to `network` out of `dev` is masqueraded: by the live rules when the gateway
+    runs, else by the rules the settings will install."""
+    if ctx.running:
+        rules = ctx.host.bulwark_rules(ctx.iface)[0] or []
+    else:
+        rules = fwrules.policy(firewall.spec_from_settings(ctx.settings, ctx.iface))
+    source = next((t for t in _tunnel_subnets(ctx) if t.version == network.version), None)
+    if source is None:
+        return False
+    packet = fwrules.Packet(network.version, oif=dev, saddr=source.network_address + 2,
+                            daddr=network.network_address)
+    found = fwrules.verdict_for(rules, "postrouting", packet)
+    return found is not None and found.verdict == "masquerade"
+
+
+def check_advertised(ctx: ServerContext) -> CheckResult:
+    if (missing := _needs_store("advertised_networks", ctx)) is not None:
+        return missing
+    networks = advertised_networks(ctx)
+    if not networks:
+        return ok("advertised_networks", "clients route only the tunnel subnets and default routes through the "
+                                         "tunnel: no private network to check")
+    unrouted, unmasqueraded, closed, fine = [], [], [], []
+    for network in networks:
+        peer = _behind_peer(ctx, network)
+        if peer is not None:
+            if ctx.settings.peer_to_peer:
+                fine.append(f"{network} behind peer '{peer}'")
+            else:
+                closed.append(f"{network} (behind peer '{peer}')")
+            continue
+        route = _route_of(ctx, network)
+        dev = str(route.get("dev", "")) if route is not None else ""
+        if route is None or not dev or dev == ctx.iface:
+            unrouted.append(str(network))
+        elif _masqueraded(ctx, dev, network):
+            fine.append(f"{network} via '{dev}' (NAT)")
+        else:
+            own = next((a["local"] for e in ctx.host.addresses() if e.get("ifname") == dev
+                        for a in e.get("addr_info", []) if ipaddress.ip_address(a["local"]).version == network.version
+                        and a.get("scope") != "link"), "THIS_HOST")
+            unmasqueraded.append((str(network), dev, own))
+    tunnel = ", ".join(str(t) for t in _tunnel_subnets(ctx))
+    if unrouted:
+        return fail("advertised_networks", f"clients send {listing(unrouted)} into the tunnel, but this host has no "
+                                           "route to it out of another interface (no peer has it either): "
+                                           "peers cannot reach it, with or without NAT",
+                    "route it (ip route add NETWORK via ROUTER dev IFACE), or stop advertising it "
+                    f"({ctx.cli('init')} --allowed-ips ...), or put it behind its peer (bulwark peer add SITE "
+                    "--server-allowed-ips NETWORK)")
+    problems, fixes = [], []
+    if unmasqueraded:
+        shown = [f"{n} via '{dev}'" for n, dev, _ in unmasqueraded]
+        problems.append(f"not masqueraded ({_nat_scope(ctx)}): {listing(shown)}: its hosts answer peers only "
+                        f"with a route back to {tunnel} (this host cannot see theirs)")
+        net, dev, own = unmasqueraded[0]
+        fixes.append(f"on the router of {net}: ip route add {tunnel.split(', ')[0]} via {own}; or NAT out of every "
+                     f"interface: {ctx.cli('init')} --egress-interface ''")
+    if closed:
+        problems.append(f"behind a peer, reached through the tunnel, while peer-to-peer is closed: {listing(closed)}"
+                        ": other peers cannot reach it")
+        fixes.append(f"{ctx.cli('init')} --peer-to-peer (or stop advertising it)")
+    if problems:
+        return warn("advertised_networks", "; ".join(problems), "; ".join(fixes))
+    return ok("advertised_networks", f"each advertised network has a route and a way back: {listing(fine)}")
+
+
+# Probe packets for the exposure check: one per exposure, evaluated against our live rules.
+_PEER_A, _PEER_B = 2, 3
+_HOST_SERVICE_PORT = 22
+
+
+def _outside_interface(ctx: ServerContext) -> str:
+    """A real interface that is not the tunnel nor the loopback, for probe packets from outside."""
+    default = ctx.host.default_interface()
+    if default and default != ctx.iface:
+        return default
+    return next((name for name in ctx.host.links() if name not in (ctx.iface, "lo")), "eth0")
+
+
+def _exposure_probes(ctx: ServerContext) -> list[tuple[str, bool, str, fwrules.Packet]]:
+    """(name, open in the settings, chain, packet) for each exposure."""
+    settings, wg, outside = ctx.settings, ctx.iface, _outside_interface(ctx)
+    subnet, server = settings.subnet4, settings.server_address4.ip
+    probes = [
+        ("peer-to-peer", settings.peer_to_peer, "forward",
+         fwrules.Packet(4, iif=wg, oif=wg, saddr=subnet.network_address + _PEER_A,
+                        daddr=subnet.network_address + _PEER_B, proto="tcp", dport=_HOST_SERVICE_PORT)),
+        ("LAN to peers", settings.lan_to_peers, "forward",
+         fwrules.Packet(4, iif=outside, oif=wg, daddr=subnet.network_address + _PEER_A, proto="tcp",
+                        dport=_HOST_SERVICE_PORT)),
+        ("host access", settings.host_access, "input",
+         fwrules.Packet(4, iif=wg, oif=None, saddr=subnet.network_address + _PEER_A, daddr=server, proto="tcp",
+                        dport=_HOST_SERVICE_PORT)),
+    ]
+    if settings.peer_dns == "auto":
+        stranger = ipaddress.ip_address("192.0.2.99")  # TEST-NET-1: in no DNS_CLIENTS network unless /0-ish
+        answered = any(stranger in n for n in settings.dns_clients if n.version == 4)
+        probes.append(("DNS from outside the tunnel", answered, "input",
+                       fwrules.Packet(4, iif=outside, saddr=stranger, daddr=server, proto="udp", dport=53)))
+        for net in settings.dns_clients:
+            address = settings.server_addresses[0 if net.version == 4 else -1].ip
+            if address.version == net.version:
+                probes.append((f"DNS from {net}", True, "input",
+                               fwrules.Packet(net.version, iif=outside, saddr=net.network_address, daddr=address,
+                                              proto="udp", dport=53)))
+    return probes
+
+
+def _open_exposures(ctx: ServerContext) -> list[str]:
+    settings = ctx.settings
+    found = []
+    if settings.peer_to_peer:
+        found.append("peer-to-peer (peers reach each other)")
+    if settings.lan_to_peers:
+        found.append("LAN to peers (hosts outside the tunnel open connections to peers)")
+    if settings.host_access:
+        found.append("host access (peers reach every service of this host)")
+    if settings.dns_clients:
+        world = [str(n) for n in settings.dns_clients if n.prefixlen == 0]
+        note = f": {', '.join(world)} makes it an open resolver" if world else ""
+        found.append(f"DNS for {', '.join(str(n) for n in settings.dns_clients)}{note}")
+    return found
+
+
+def check_exposure(ctx: ServerContext) -> CheckResult:
+    if (missing := _needs_store("exposure", ctx)) is not None:
+        return missing
+    opened = _open_exposures(ctx)
+    checked = ""
+    if ctx.running:
+        live, problem = ctx.host.bulwark_rules(ctx.iface)
+        if live is None:
+            return skip("exposure", "not checked against the live rules: Bulwark's firewall rules cannot be read "
+                                    f"({problem or 'missing'}; see the firewall check): until they are back, only "
+                                    "the DNS forwarder keeps its own clients list")
+        wrong = []
+        for name, wanted_open, chain, packet in _exposure_probes(ctx):
+            decided = fwrules.verdict_for(live, chain, packet)  # type: ignore[arg-type]
+            is_open = decided is None or decided.verdict == "accept"
+            if is_open != wanted_open:
+                wrong.append(f"{name} is {'open' if is_open else 'closed'} in the live rules but "
+                             f"{'open' if wanted_open else 'closed'} in the settings")
+        if wrong:
+            return fail("exposure", "; ".join(wrong), _reinstall_fix(ctx), _firewall_remedy(ctx))
+        checked = " (the live rules agree)"
+    if opened:
+        closes = []
+        for flag, is_open in (("--no-peer-to-peer", ctx.settings.peer_to_peer),
+                              ("--no-lan-to-peers", ctx.settings.lan_to_peers),
+                              ("--no-host-access", ctx.settings.host_access),
+                              ("--dns-clients ''", bool(ctx.settings.dns_clients))):
+            if is_open:
+                closes.append(flag)
+        return warn("exposure", f"open by the settings: {'; '.join(opened)}{checked}",
+                    f"if that is not what you want: {ctx.cli('init')} {' '.join(closes)}")
+    dns = "DNS answers tunnel peers only" if ctx.settings.peer_dns == "auto" else "no DNS forwarder"
+    return ok("exposure", f"closed: peer-to-peer, LAN to peers, host services (peers reach DNS and ping only), "
+                          f"{dns}{checked}")
 
 
 def check_forward_policy(ctx: ServerContext) -> CheckResult:
@@ -781,7 +988,9 @@ SERVER_CHECKS: tuple[tuple[str, Check], ...] = (
     ("port_filter", check_port_filter),
     ("forwarding", check_forwarding),
     ("firewall", check_firewall),
+    ("exposure", check_exposure),
     ("egress", check_egress),
+    ("advertised_networks", check_advertised),
     ("forward_policy", check_forward_policy),
     ("src_valid_mark", check_src_valid_mark),
     ("dns", check_dns),

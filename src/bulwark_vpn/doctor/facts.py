@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bulwark_vpn.dataplane import link, wg
+from bulwark_vpn.dataplane import firewall, link, wg
+from bulwark_vpn.dataplane.fwrules import Rule
 from bulwark_vpn.dataplane.gateway import DEFAULT_RUN_DIR, RuntimeState, desired_device
 from bulwark_vpn.dataplane.runner import Runner
 from bulwark_vpn.doctor.nftrules import resolve_conntrack_matches
@@ -181,6 +182,16 @@ class HostFacts:
         except BulwarkError:
             return []
         return [line for line in result.stdout.decode(errors="replace").splitlines() if line.startswith("-A ")]
+
+    def bulwark_rules(self, iface: str) -> tuple[list[Rule] | None, str | None]:
+        """Bulwark's own firewall rules for `iface` as the kernel holds them (None: no table or chains), and
+        why they could not be read (a rule Bulwark does not write, no firewall tool)."""
+        def read() -> tuple[list[Rule] | None, str | None]:
+            try:
+                return firewall.live_rules(self.runner, iface), None
+            except (BulwarkError, ValueError) as exc:
+                return None, str(exc)
+        return self._once(("bulwark_rules", iface), read)
 
     def device(self, iface: str) -> wg.DeviceState | None:
         """The live WireGuard device, or None when there is none (or it cannot be read)."""

@@ -8,7 +8,6 @@ called when the user asked (`--fix`, confirmed on a terminal or with `--yes`).
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -79,15 +78,17 @@ def _sysctl(runner: Runner, params: dict[str, Any]) -> str:
 
 
 def _firewall(runner: Runner, params: dict[str, Any]) -> str:
-    spec = firewall.FirewallSpec(
-        iface=params["iface"],
-        egress=params["egress"],
-        subnets=tuple(ipaddress.ip_network(s) for s in params["subnets"]),
-        listen_port=params["listen_port"],
-        dns=params["dns"],
-    )
+    spec = firewall.spec_from_settings(_read_settings(params["config_dir"]), params["interface"])
     firewall.install_firewall(runner, spec)
-    return f"reinstalled the firewall of {spec.iface}" + (f" (NAT out of {spec.egress})" if spec.egress else "")
+    nat = f"NAT out of {spec.egress}" if spec.egress else f"NAT out of every interface but {spec.iface}"
+    return f"reinstalled the firewall of {spec.iface} ({nat})"
+
+
+def _read_settings(config_dir: str):
+    view = read_store(Path(config_dir))
+    if not view.usable or view.settings is None:
+        raise StoreError(f"cannot read the store in '{config_dir}': {view.problem}")
+    return view.settings
 
 
 def _apply(runner: Runner, params: dict[str, Any]) -> str:

@@ -25,6 +25,24 @@ def _bytes(count: int) -> str:
     return f"{count} B"
 
 
+def _state(is_open: bool) -> str:
+    return "open" if is_open else "closed"
+
+
+def render_exposure(report) -> list[str]:
+    """What peers and other hosts may reach, as the settings say (closed is the default)."""
+    exposure = report.exposure
+    host = "every service" if exposure.host_access else "DNS and ping only"
+    dns = "tunnel peers and " + ", ".join(exposure.dns_clients) if exposure.dns_clients else "tunnel peers only"
+    nat = f"out of {report.egress_interface} only" if report.egress_interface else \
+        f"out of every interface but {report.interface}"
+    return [
+        f"  peer to peer: {_state(exposure.peer_to_peer)}   LAN to peers: {_state(exposure.lan_to_peers)}   "
+        f"host access: {_state(exposure.host_access)} ({host})",
+        f"  DNS answers: {dns}   NAT: {nat}",
+    ]
+
+
 def render_status(report, now: float | None = None) -> str:
     moment = time.time() if now is None else now
     lines = [f"interface: {report.interface} ({'up' if report.up else 'down'})"]
@@ -33,6 +51,7 @@ def render_status(report, now: float | None = None) -> str:
                      f"listening port: {report.listen_port}")
     lines.append(f"  public key: {report.public_key}")
     lines.append(f"  addresses: {', '.join(report.addresses)}")
+    lines += render_exposure(report)
     for peer in report.peers:
         state = "online" if peer.online else ("disabled" if not peer.enabled else "offline")
         lines.append("")

@@ -623,6 +623,7 @@ def _conflict_message(peer: Peer, exc: sqlite3.IntegrityError) -> str:
 
 
 _NETWORK_FIELDS = {"subnet4", "subnet6"}
+_NETWORK_LIST_FIELDS = {"allowed_ips", "dns_clients"}
 
 
 def _settings_to_json(settings: Settings) -> dict[str, str]:
@@ -630,7 +631,7 @@ def _settings_to_json(settings: Settings) -> dict[str, str]:
     for key, value in asdict(settings).items():
         if key in _NETWORK_FIELDS and value is not None:
             value = str(value)
-        elif key == "allowed_ips":
+        elif key in _NETWORK_LIST_FIELDS:
             value = [str(n) for n in value]
         out[key] = json.dumps(value)
     return out
@@ -647,7 +648,7 @@ def _settings_from_json(stored: dict[str, str]) -> Settings:
             value = ipaddress.IPv4Network(value)
         elif key == "subnet6" and value is not None:
             value = ipaddress.IPv6Network(value)
-        elif key == "allowed_ips":
+        elif key in _NETWORK_LIST_FIELDS:
             value = tuple(ipaddress.ip_network(n) for n in value)
         values[key] = value
     return Settings(**values)

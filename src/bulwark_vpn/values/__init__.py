@@ -10,6 +10,7 @@ after `%`, newlines included).
 from bulwark_vpn.values.names import (
     config_filename,
     is_numbered_peer,
+    parse_egress_interface,
     parse_interface_name,
     parse_peer_name,
     peer_folder,
@@ -44,6 +45,7 @@ __all__ = [
     "parse_bool",
     "parse_dns_name",
     "parse_dns_servers",
+    "parse_egress_interface",
     "parse_endpoint",
     "parse_host",
     "parse_int",

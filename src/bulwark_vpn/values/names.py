@@ -31,6 +31,15 @@ def parse_interface_name(value: object, what: str = "interface name") -> str:
     return text
 
 
+def parse_egress_interface(value: object) -> str:
+    """The interface NAT goes out of: an interface name other than the loopback."""
+    name = parse_interface_name(value, "egress interface")
+    if name == "lo":
+        raise InputError("invalid egress interface", name,
+                         "NAT goes out of a network interface; leave it unset for every interface but the tunnel")
+    return name
+
+
 def parse_peer_name(value: object) -> str:
     """A peer name, 1-63 letters, digits or _=+.-, not starting with '-' or '.'; a bare number N is linuxserver's
     numbered peer `peerN`."""

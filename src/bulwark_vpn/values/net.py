@@ -59,21 +59,23 @@ def parse_network(value: object, what: str = "network") -> IPNetwork:
         raise InputError(f"invalid {what}", value, hint) from None
 
 
-def parse_networks(value: object, what: str = "AllowedIPs") -> tuple[IPNetwork, ...]:
-    """A comma-separated CIDR list (or a list of CIDRs from TOML/JSON); at least one, no duplicates kept."""
+def parse_networks(value: object, what: str = "AllowedIPs", *, allow_empty: bool = False) -> tuple[IPNetwork, ...]:
+    """A comma-separated CIDR list (or a list of CIDRs from TOML/JSON); at least one unless `allow_empty`,
+    duplicates dropped."""
     hint = "use CIDRs separated by commas, e.g. 10.0.0.0/16, ::/0"
     if isinstance(value, list | tuple):
         items: Iterable[object] = value
     else:
         items = require_text(value, what, hint).split(",")
     nets: list[IPNetwork] = []
+    from_text = not isinstance(value, list | tuple)
     for item in items:
-        if isinstance(item, str) and not item.strip(" \t"):
-            continue
+        if from_text and isinstance(item, str) and not item.strip(" \t"):
+            continue  # "a, b," in text; an empty entry in a TOML or JSON list is an error below
         net = parse_network(item, f"{what} entry")
         if net not in nets:
             nets.append(net)
-    if not nets:
+    if not nets and not allow_empty:
         raise InputError(f"invalid {what}", value, "give at least one CIDR, e.g. 0.0.0.0/0")
     return tuple(nets)
 

@@ -43,13 +43,13 @@ def parse_keepalive(value: object) -> int:
 
 
 def parse_bool(value: object, what: str) -> bool:
-    """true/false, yes/no, on/off, 1/0 (any case), or a real boolean."""
+    """Exactly one of true/false, yes/no, on/off, 1/0 (any case), or a real boolean (TOML, JSON)."""
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and not isinstance(value, bool):
-        text = require_text(value, what, "use true or false").strip(" \t").lower()
+    if isinstance(value, str):
+        text = require_text(value, what, "use true or false").lower()
         if text in _TRUE:
             return True
-        if text in _FALSE or text == "":
+        if text in _FALSE:
             return False
     raise InputError(f"invalid {what}", value, "use true or false")
