@@ -175,6 +175,13 @@ class Peer:
     server_allowed_ips: tuple[IPNetwork, ...] = ()
     keepalive: int | None = None
     enabled: bool = True
+    # The user who owns it (sees and manages it through the API), None for peers only admins manage.
+    owner: str | None = None
+    # When it stops working (Unix time), None for never; an expired peer is taken off the device.
+    expires_at: float | None = None
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
 
     def __post_init__(self) -> None:
         if not _PEER_NAME.fullmatch(self.name):

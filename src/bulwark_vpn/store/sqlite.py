@@ -39,7 +39,7 @@ STORE_NAME = "bulwark.db"
 _SAFE_NAME = re.compile(r"[a-zA-Z0-9_=+][a-zA-Z0-9_=+.-]{0,62}")
 _SAFE_KEY = re.compile(r"[A-Za-z0-9+/]{43}=")
 _SAFE_ADDRESS = re.compile(r"[0-9.]{7,15}")
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # How long a command waits for another process's write transaction before saying who holds it.
 DEFAULT_LOCK_TIMEOUT = 10.0
 RESTORE_HINT = ("restore it from a backup ('bulwark restore FILE'); the rendered files in this folder still hold "
@@ -73,7 +73,63 @@ _MIGRATIONS: dict[int, str] = {
     2: """
     CREATE TABLE pending_renders (item TEXT PRIMARY KEY) WITHOUT ROWID;
     """,
+    # The control plane: peer owners and expiry, users, API tokens, sessions, login failures, share links, the
+    # audit log and traffic history. Secrets (passwords, tokens, session ids, share links, recovery codes) are
+    # stored as hashes only.
+    3: """
+    ALTER TABLE peers ADD COLUMN owner TEXT;
+    ALTER TABLE peers ADD COLUMN expires_at REAL;
+    ALTER TABLE peers ADD COLUMN address4_num INTEGER;
+    CREATE INDEX peers_owner ON peers(owner);
+    CREATE INDEX peers_expires ON peers(expires_at) WHERE expires_at IS NOT NULL;
+    CREATE INDEX peers_address4_num ON peers(address4_num);
+    CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL CHECK (role IN ('admin', 'user')),
+        password_hash TEXT,
+        totp_secret TEXT,
+        totp_enabled INTEGER NOT NULL DEFAULT 0,
+        totp_last_step INTEGER NOT NULL DEFAULT 0,
+        peer_limit INTEGER,
+        require_2fa INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        password_changed_at REAL
+    ) WITHOUT ROWID;
+    CREATE TABLE recovery_codes (user TEXT NOT NULL, code_hash TEXT NOT NULL, used_at REAL,
+        PRIMARY KEY (user, code_hash)) WITHOUT ROWID;
+    CREATE TABLE setup_links (token_hash TEXT PRIMARY KEY, user TEXT NOT NULL, created_at REAL NOT NULL,
+        expires_at REAL NOT NULL, used_at REAL) WITHOUT ROWID;
+    CREATE TABLE sessions (id_hash TEXT PRIMARY KEY, user TEXT NOT NULL, csrf TEXT NOT NULL,
+        created_at REAL NOT NULL, last_seen REAL NOT NULL, mfa_passed INTEGER NOT NULL, address TEXT)
+        WITHOUT ROWID;
+    CREATE INDEX sessions_user ON sessions(user);
+    CREATE TABLE tokens (id INTEGER PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, prefix TEXT NOT NULL,
+        name TEXT NOT NULL, owner TEXT NOT NULL, scopes TEXT NOT NULL, created_at REAL NOT NULL, expires_at REAL,
+        last_used_at REAL, last_used_from TEXT, revoked_at REAL);
+    CREATE TABLE auth_failures (scope TEXT NOT NULL, key TEXT NOT NULL, at REAL NOT NULL);
+    CREATE INDEX auth_failures_key ON auth_failures(scope, key, at);
+    CREATE TABLE share_links (id INTEGER PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, peer TEXT NOT NULL,
+        created_by TEXT NOT NULL, created_at REAL NOT NULL, expires_at REAL NOT NULL, used_at REAL,
+        revoked_at REAL);
+    CREATE TABLE audit (id INTEGER PRIMARY KEY, at REAL NOT NULL, actor TEXT NOT NULL, via TEXT NOT NULL,
+        address TEXT, operation TEXT NOT NULL, target TEXT, result TEXT NOT NULL, detail TEXT);
+    CREATE INDEX audit_at ON audit(at);
+    CREATE TABLE traffic (peer TEXT NOT NULL, resolution INTEGER NOT NULL, bucket INTEGER NOT NULL,
+        rx INTEGER NOT NULL, tx INTEGER NOT NULL, PRIMARY KEY (peer, resolution, bucket)) WITHOUT ROWID;
+    CREATE INDEX traffic_bucket ON traffic(resolution, bucket);
+    """,
 }
+
+
+def _backfill_address_numbers(conn: sqlite3.Connection) -> None:
+    """Schema 3 sorts peers by address in SQL: a number per IPv4 address."""
+    rows = conn.execute("SELECT id, address4 FROM peers").fetchall()
+    conn.executemany("UPDATE peers SET address4_num=? WHERE id=?",
+                     [(int(ipaddress.IPv4Address(address)), row_id) for row_id, address in rows])
+
+
+# Steps in Python that follow a version's SQL.
+_MIGRATION_STEPS = {3: _backfill_address_numbers}
 
 
 def lock_holders(path: Path) -> list[str]:
@@ -241,6 +297,8 @@ class SQLiteStore:
                 for statement in _MIGRATIONS[version].split(";"):
                     if statement.strip():
                         self._conn.execute(statement)
+                if version in _MIGRATION_STEPS:
+                    _MIGRATION_STEPS[version](self._conn)
                 self._set_meta("schema_version", str(version))
             if self._get_meta("revision") is None:
                 self._set_meta("revision", "0")
@@ -469,9 +527,9 @@ class SQLiteStore:
         try:
             with self.transaction():
                 self._conn.execute(
-                    f"INSERT INTO peers({_PEER_COLUMNS}, created_at, updated_at) "
-                    f"VALUES({', '.join('?' * _PEER_COLUMN_COUNT)}, ?, ?)",
-                    (*_peer_to_row(peer), now, now),
+                    f"INSERT INTO peers({_PEER_COLUMNS}, address4_num, created_at, updated_at) "
+                    f"VALUES({', '.join('?' * _PEER_COLUMN_COUNT)}, ?, ?, ?)",
+                    (*_peer_to_row(peer), int(peer.address4), now, now),
                 )
                 self._bump()
         except sqlite3.IntegrityError as exc:
@@ -483,8 +541,9 @@ class SQLiteStore:
         with self.transaction():
             cursor = self._conn.execute(
                 "UPDATE peers SET public_key=?, private_key=?, preshared_key=?, address4=?, address6=?, "
-                "allowed_ips=?, server_allowed_ips=?, keepalive=?, enabled=?, updated_at=? WHERE name=?",
-                (*_peer_to_row(peer)[1:], time.time(), peer.name),
+                "allowed_ips=?, server_allowed_ips=?, keepalive=?, enabled=?, owner=?, expires_at=?, "
+                "address4_num=?, updated_at=? WHERE name=?",
+                (*_peer_to_row(peer)[1:], int(peer.address4), time.time(), peer.name),
             )
             if cursor.rowcount == 0:
                 raise NotFoundError(f"no peer named '{peer.name}': see 'bulwark peer list'")
@@ -569,9 +628,9 @@ class SQLiteStore:
 # A constant column list, interpolated into queries (never user input).
 _PEER_COLUMNS = (
     "name, public_key, private_key, preshared_key, address4, address6, allowed_ips, "
-    "server_allowed_ips, keepalive, enabled"
+    "server_allowed_ips, keepalive, enabled, owner, expires_at"
 )
-_PEER_COLUMN_COUNT = 10
+_PEER_COLUMN_COUNT = 12
 
 
 def _nets_to_json(nets) -> str | None:
@@ -594,11 +653,13 @@ def _peer_to_row(peer: Peer) -> tuple:
         _nets_to_json(peer.server_allowed_ips),
         peer.keepalive,
         int(peer.enabled),
+        peer.owner,
+        peer.expires_at,
     )
 
 
 def _peer_from_row(row: tuple) -> Peer:
-    name, public, private, psk, addr4, addr6, allowed, server_allowed, keepalive, enabled = row
+    name, public, private, psk, addr4, addr6, allowed, server_allowed, keepalive, enabled, owner, expires = row
     return Peer(
         name=name,
         public_key=PublicKey.from_base64(public),
@@ -610,6 +671,8 @@ def _peer_from_row(row: tuple) -> Peer:
         server_allowed_ips=_nets_from_json(server_allowed) or (),
         keepalive=keepalive,
         enabled=bool(enabled),
+        owner=owner,
+        expires_at=expires,
     )
 
 
