@@ -42,7 +42,8 @@ COPY src ./src
 ARG EXTRAS=""
 # The package from this build context (its dependencies within pyproject.toml's ranges) goes into a
 # venv without pip or setuptools: pip runs from a throw-away venv of this stage. Debug symbols are
-# stripped from the compiled extensions (cryptography's alone carries 3 MB of them).
+# stripped from the compiled extensions (cryptography's alone carries 3 MB of them), and the manual
+# page a dependency installs is dropped.
 RUN python3 -m venv /tmp/pip \
     && python3 -m venv --without-pip /opt/bulwark \
     && /tmp/pip/bin/pip --python /opt/bulwark/bin/python install --no-cache-dir "/src${EXTRAS:+[$EXTRAS]}" \
