@@ -145,10 +145,11 @@ class Engine:
         return result
 
     def clear(self, ns: Netns | None) -> None:
-        """Remove every pod, container, volume and network of this engine (images stay)."""
+        """Remove every pod, container, volume, secret and network of this engine (images stay)."""
         self.run("pod", "rm", "--all", "--force", ns=ns, check=False)
         self.run("rm", "--all", "--force", "--time", "0", ns=ns, check=False)
         self.run("volume", "rm", "--all", "--force", ns=ns, check=False)
+        self.run("secret", "rm", "--all", ns=ns, check=False)
         for conf in (self.root / "cni").glob("*.conflist"):
             self.run("network", "rm", "--force", conf.stem, ns=ns, check=False)
 
