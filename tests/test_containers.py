@@ -246,12 +246,13 @@ def test_notes_docker_run_line_serves_a_client_and_the_private_host_behind_it(si
 
     # Before the tunnel, neither the gateway's tunnel address nor the private host answers.
     assert not site.reaches(TUNNEL_SERVER) and not site.reaches(site.private_ip)
-    site.factory.wg_quick_up(site.client, site.client_config(gateway, f"{HOST}:51821"))
+    iface = site.factory.wg_quick_up(site.client, site.client_config(gateway, f"{HOST}:51821"))
     assert site.reaches(TUNNEL_SERVER, count=2)
     assert site.reaches(site.private_ip, count=2), "the private host behind the gateway"
 
     # A live `peer add` while the client pings the private host: nothing lost, no new handshake needed.
-    handshake_before = site.client.run(["wg", "show", "all", "latest-handshakes"]).stdout.split()[-1]
+    # (By name: `wg show all` also lists the wireguard-go interfaces of other namespaces on this machine.)
+    handshake_before = site.client.run(["wg", "show", iface, "latest-handshakes"]).stdout.split()[-1]
     pinger = site.client.popen(["ping", "-n", "-i", "0.2", "-c", "20", "-W", "1", site.private_ip],
                                stdout=subprocess.PIPE, text=True)
     time.sleep(1)
@@ -259,7 +260,7 @@ def test_notes_docker_run_line_serves_a_client_and_the_private_host_behind_it(si
     assert "added peer bob (10.13.13.3)" in added.stderr
     output, _ = pinger.communicate(timeout=30)
     assert _ping_summary(output) == (20, 20), output
-    assert site.client.run(["wg", "show", "all", "latest-handshakes"]).stdout.split()[-1] == handshake_before
+    assert site.client.run(["wg", "show", iface, "latest-handshakes"]).stdout.split()[-1] == handshake_before
     peers = site.podman("exec", gateway, "wg", "show", "wg0", "allowed-ips").stdout
     assert "10.13.13.3/32" in peers and "10.13.13.2/32" in peers
     assert (config / "peer_bob/peer_bob.conf").exists()
