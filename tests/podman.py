@@ -42,6 +42,7 @@ BASE_MAX_AGE = 7 * 24 * 3600
 ENGINE_PARENT = Path("/var/tmp")
 ENGINE_PREFIX = "bulwark-podman-"
 SYSTEM_CONFS = (Path("/usr/share/containers/containers.conf"), Path("/etc/containers/containers.conf"))
+CNI_ALLOCATIONS = Path("/var/lib/cni/networks")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # The official slim images' apt settings: no package cache and no downloaded packages kept.
@@ -152,6 +153,8 @@ class Engine:
         self.run("secret", "rm", "--all", ns=ns, check=False)
         for conf in (self.root / "cni").glob("*.conflist"):
             self.run("network", "rm", "--force", conf.stem, ns=ns, check=False)
+            # The CNI address allocator keeps a folder per network name, shared by the whole machine.
+            shutil.rmtree(CNI_ALLOCATIONS / conf.stem, ignore_errors=True)
 
     def destroy(self) -> None:
         """Remove everything this engine holds, then its folder."""
