@@ -219,7 +219,7 @@ def test_image_is_small_and_has_every_tool_a_user_needs(site: Site) -> None:
         "ls /var/lib/apt/lists /var/cache/apt/archives | grep -q '\\.deb$\\|_Packages' && echo leftover: apt\n"
         "bulwark --help >/dev/null || echo broken: bulwark\n"
     )
-    checked = site.podman("run", "--rm", "--entrypoint", "sh", IMAGE, "-c", script)
+    checked = site.podman("run", "--rm", "--network=none", "--entrypoint", "sh", IMAGE, "-c", script)
     assert checked.stdout.strip() == "", checked.stdout
     inspected = json.loads(site.podman("image", "inspect", IMAGE).stdout)[0]
     config = inspected["Config"]
