@@ -156,9 +156,9 @@ def site(engine: Engine, image: str, netns_factory: NetnsFactory) -> Iterator[Si
 def notes_run_line(site: Site, name: str, config: Path, *, device: bool = True, detach: bool = True) -> list[str]:
     """The notes' `docker run` line (SERVERPORT as the published port), with this test's names.
 
-    Added: `--device /dev/net/tun` (podman's default capabilities lack MKNOD) and `--network`. This host
-    has no /lib/modules; Docker would create the folder, podman refuses a missing one: an empty folder
-    stands in.
+    Added: `--device /dev/net/tun` (podman's default capabilities lack MKNOD) and `--network`. On a host
+    without /lib/modules (such as this one) an empty folder stands in: Docker would create the missing
+    folder, podman refuses it.
     """
     modules = "/lib/modules"
     if not Path(modules).is_dir():
@@ -194,11 +194,12 @@ def _host_pid(site: Site, container: str) -> int:
 def _child(pid: int, comm: str) -> int:
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            name = stat.read_text().split("(", 1)[1].rsplit(")", 1)[0]
-        except (OSError, IndexError):
+            text = stat.read_text()
+        except OSError:
             continue
-        if int(fields[1]) == pid and name == comm:
+        # "PID (COMM) STATE PPID ...": COMM may hold spaces and parentheses, so split at the last ')'.
+        name, _, rest = text.partition("(")[2].rpartition(")")
+        if int(rest.split()[1]) == pid and name == comm:
             return int(stat.parent.name)
     raise AssertionError(f"no {comm} process under {pid}")
 
