@@ -1,14 +1,20 @@
 # Bulwark WireGuard gateway: `docker build -t bulwark-vpn:0.1.0 .`
 # Runs `bulwark up --foreground`; state lives in the /config volume (linuxserver/wireguard layout).
+# Optional parts of Bulwark go in with one build argument: `--build-arg EXTRAS=web` (comma-separated).
+# podman and buildah keep the HEALTHCHECK only in Docker's image format: `podman build --format docker`.
 
 ARG DEBIAN_IMAGE=debian:bookworm-slim
 
 FROM ${DEBIAN_IMAGE} AS runtime
 # Versions are not pinned: Debian stable only ships security and point-release fixes, and its
 # mirrors drop superseded versions, so exact pins would break rebuilds. Pin the base image instead.
+# Left out of the layer: apt's cache, lists and logs, dpkg's and debconf's backup copies, and the
+# parts of Python that only serve Python developers (the test-suite helpers and test modules,
+# unittest and doctest, offline help pages, the pure-Python decimal fallback
+# behind the C one, and turtle, which needs Tk), as slim images leave out manuals.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         ca-certificates \
         iproute2 \
         iputils-ping \
@@ -18,19 +24,31 @@ RUN apt-get update \
         qrencode \
         wireguard-go \
         wireguard-tools \
-    && rm -rf /var/lib/apt/lists/*
+    && apt-get clean \
+    && rm -rf /var/lib/apt/lists/* /var/log/apt/* /var/log/dpkg.log /var/cache/debconf/*-old /var/lib/dpkg/*-old \
+    && py=/usr/lib/python3.11 \
+    && rm -rf "$py"/test "$py"/unittest "$py"/pydoc_data "$py"/doctest.py "$py"/_pydecimal.py \
+        "$py"/turtle.py "$py"/__pycache__/doctest.* "$py"/__pycache__/_pydecimal.* "$py"/__pycache__/turtle.* \
+        "$py"/lib-dynload/_test* "$py"/lib-dynload/_ctypes_test* "$py"/lib-dynload/*xx*
 
 FROM runtime AS build
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3-venv \
+    && apt-get install -y --no-install-recommends binutils python3-venv \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
-# The package from this build context (its dependencies are pinned by pyproject.toml's ranges).
-RUN python3 -m venv /opt/bulwark \
-    && /opt/bulwark/bin/pip install --no-cache-dir /src
+ARG EXTRAS=""
+# The package from this build context (its dependencies within pyproject.toml's ranges) goes into a
+# venv without pip or setuptools: pip runs from a throw-away venv of this stage. Debug symbols are
+# stripped from the compiled extensions (cryptography's alone carries 3 MB of them), and the manual
+# page a dependency installs is dropped.
+RUN python3 -m venv /tmp/pip \
+    && python3 -m venv --without-pip /opt/bulwark \
+    && /tmp/pip/bin/pip --python /opt/bulwark/bin/python install --no-cache-dir "/src${EXTRAS:+[$EXTRAS]}" \
+    && find /opt/bulwark -name '*.so' -exec strip --strip-unneeded {} + \
+    && rm -rf /opt/bulwark/share
 
 FROM runtime
 COPY --from=build /opt/bulwark /opt/bulwark

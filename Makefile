@@ -7,6 +7,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_RUN := wireguard-tools wireguard-go nftables iproute2 procps qrencode
 APT_TEST := $(APT_RUN) iptables iputils-ping dnsutils cloud-init systemd ca-certificates
+# The container tests: podman with runc (crun refuses hybrid cgroups), catatonit for kube play's pause
+# image, podman-compose, and mmdebstrap for the local Debian base image (no image registry is needed).
+APT_CONTAINER := podman runc conmon catatonit containernetworking-plugins podman-compose mmdebstrap
 CONFIG_DIR ?= /etc/bulwark
 BULWARK_ARGS ?=
 
@@ -17,10 +20,12 @@ deps-run:
 	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends $(APT_RUN))
 
 deps-test:
-	@missing=""; for b in wg wireguard-go nft iptables ping dig cloud-init ip systemd-analyze qrencode; do \
+	@missing=""; for b in wg wireguard-go nft iptables ping dig cloud-init ip systemd-analyze qrencode \
+	  podman runc conmon catatonit podman-compose mmdebstrap; do \
 	  command -v $$b >/dev/null || missing=1; done; \
+	  [ -x /usr/lib/cni/bridge ] || missing=1; \
 	  if [ -n "$$missing" ]; then apt-get update -qq && \
-	  apt-get install -y -qq --no-install-recommends $(APT_TEST); fi
+	  apt-get install -y -qq --no-install-recommends $(APT_TEST) $(APT_CONTAINER); fi
 
 $(PY):
 	python3 -m venv $(VENV)

@@ -284,7 +284,7 @@ def test_write_bundle_refuses_paths_outside_the_folder(tmp_path: Path, bad: str)
 def test_compose_is_linuxserver_shaped_with_net_admin_only() -> None:
     service = yaml.safe_load(render_docker(DEFAULT)["compose.yaml"])["services"]["bulwark"]
     assert service["cap_add"] == ["NET_ADMIN"]
-    assert service["sysctls"] == {"net.ipv4.ip_forward": "1", "net.ipv4.conf.all.src_valid_mark": "1"}
+    assert service["sysctls"] == ["net.ipv4.ip_forward=1", "net.ipv4.conf.all.src_valid_mark=1"]
     assert service["volumes"] == ["./config:/config"]
     assert service["ports"] == ["51820:51820/udp"]
     assert service["image"] == "bulwark-vpn:0.1.0"

@@ -365,9 +365,9 @@ def demo() -> None:
 @_config_dir_option
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder to write the files into.")
-@click.option("--image", help="Container image name [bulwark-vpn].")
-@click.option("--tag", "image_tag", help="Image tag [this version].")
-@click.option("--digest", "image_digest", help="Image digest (sha256:...), pins the image.")
+@click.option("--image", help="Container image: [registry[:port]/]name[:tag][@digest] [bulwark-vpn].")
+@click.option("--tag", "image_tag", help="Image tag, when --image has none [this version].")
+@click.option("--digest", "image_digest", help="Image digest (sha256:...), pins the image; when --image has none.")
 @click.option("--pull-policy", "image_pull_policy", type=click.Choice(["Always", "IfNotPresent", "Never"]))
 @click.option("--server-url", help="Endpoint host for clients [the store's, else auto].")
 @click.option("--service-type", type=click.Choice(["LoadBalancer", "NodePort"]), help="Kubernetes Service type.")

@@ -35,7 +35,8 @@ def compose_document(opts: DeployOptions) -> dict[str, Any]:
         "environment": opts.environment(),
         "volumes": [f"{opts.host_config_dir}:{CONTAINER_CONFIG_DIR}"],
         "ports": [_port_mapping(opts)],
-        "sysctls": dict(SYSCTLS),
+        # The list form: podman-compose 1.0 (Debian 12) passes a mapping's keys without their values.
+        "sysctls": [f"{k}={v}" for k, v in SYSCTLS.items()],
         "restart": "unless-stopped",
     }
     return {"services": {"bulwark": service}}

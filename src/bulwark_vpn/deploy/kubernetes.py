@@ -169,9 +169,17 @@ def _state_volume(opts: DeployOptions) -> Manifest:
     return {"name": "config", "persistentVolumeClaim": {"claimName": f"{opts.name}-config"}}
 
 
-def _seed_volume(opts: DeployOptions) -> Manifest:
-    items = [{"key": _secret_key(p), "path": p} for p, _ in opts.secret_files]
-    return {"name": "seed", "secret": {"secretName": f"{opts.name}-config", "defaultMode": 0o400, "items": items}}
+def _seed_volume(opts: DeployOptions, *, by_path: bool = False) -> Manifest:
+    """The Secret as a volume: one file per key, or (`by_path`) each key at its /config path.
+
+    The gateway's seed reads the files by key and installs them at their paths itself: `optional` spelled
+    out and no `items` keep the pod playable by `podman kube play` before 4.4 (a secret volume without
+    `optional` crashes it) and 4.5 (it ignores `items`).
+    """
+    secret: Manifest = {"secretName": f"{opts.name}-config", "defaultMode": 0o400, "optional": False}
+    if by_path:
+        secret["items"] = [{"key": _secret_key(p), "path": p} for p, _ in opts.secret_files]
+    return {"name": "seed", "secret": secret}
 
 
 def _sysctl_container(opts: DeployOptions) -> Manifest:
@@ -198,7 +206,8 @@ def _sysctl_container(opts: DeployOptions) -> Manifest:
 
 def _seed_container(opts: DeployOptions) -> Manifest:
     copies = "".join(
-        f"[ -e {CONFIG_DIR}/{p} ] || install -D -m 0600 {SEED_DIR}/{p} {CONFIG_DIR}/{p}\n" for p, _ in opts.secret_files
+        f"[ -e {CONFIG_DIR}/{p} ] || install -D -m 0600 {SEED_DIR}/{_secret_key(p)} {CONFIG_DIR}/{p}\n"
+        for p, _ in opts.secret_files
     )
     return {
         "name": "seed-config",
@@ -364,7 +373,7 @@ def test_job(opts: DeployOptions, peer: str) -> Manifest:
     state = dict(_state_volume(opts))
     mount = {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}
     if opts.storage == "secret":
-        state = _seed_volume(opts) | {"name": "config"}
+        state = _seed_volume(opts, by_path=True) | {"name": "config"}
     container = {
         "name": "test-client",
         "image": opts.image_ref,

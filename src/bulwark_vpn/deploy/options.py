@@ -15,6 +15,7 @@ from typing import Any, Literal
 from bulwark_vpn import __version__
 from bulwark_vpn.errors import InputError
 from bulwark_vpn.model import DEFAULT_ALLOWED_IPS, DEFAULT_PORT, DEFAULT_SUBNET4, IPNetwork, Settings
+from bulwark_vpn.values.image import ImageReference, parse_image_reference
 
 ServiceType = Literal["LoadBalancer", "NodePort"]
 Storage = Literal["pvc", "secret"]
@@ -26,9 +27,7 @@ PACKAGE_NAME = "bulwark-vpn"
 _PEER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 _NUMBERED_PEER = re.compile(r"^peer([1-9][0-9]*)$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_IMAGE = re.compile(r"^[a-z0-9]+([._/:-][a-z0-9]+)*$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.:-]{0,252})$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
 _AWS_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,40}$")
@@ -61,9 +60,12 @@ class DeployOptions:
     be a count N, meaning peer1..peerN as linuxserver's `PEERS=N` does.
     """
 
-    # The container image: name, an explicit tag, and optionally a digest (which then wins).
+    # The container image: a reference (`[registry[:port]/]repository[:tag][@digest]`), plus a tag and a
+    # digest given on their own, which may not repeat what the reference already holds. They are stored
+    # split: `image` is the name, `image_tag` and `image_digest` the rest. Without either, the tag is
+    # this version.
     image: str = DEFAULT_IMAGE
-    image_tag: str = __version__
+    image_tag: str | None = None
     image_digest: str | None = None
     image_pull_policy: PullPolicy = "IfNotPresent"
     # Where the gateway listens inside its container/host. Containers always listen on 51820.
@@ -155,11 +157,16 @@ class DeployOptions:
         return replace(self, **changes)
 
     @property
+    def image_reference(self) -> ImageReference:
+        """The image to run: the name with its tag (this version when neither tag nor digest is given)."""
+        reference = parse_image_reference(self.image)
+        tag = self.image_tag if self.image_tag is not None or self.image_digest else __version__
+        return ImageReference(reference.repository, reference.registry, tag, self.image_digest)
+
+    @property
     def image_ref(self) -> str:
-        """`name@digest` when a digest is known, else `name:tag`."""
-        if self.image_digest:
-            return f"{self.image}@{self.image_digest}"
-        return f"{self.image}:{self.image_tag}"
+        """The image reference written into the files: `name:tag`, `name@digest` or `name:tag@digest`."""
+        return str(self.image_reference)
 
     @property
     def aws_architecture(self) -> str:
@@ -270,9 +277,19 @@ def _secret_files(value: Any) -> tuple[tuple[str, bytes], ...]:
     return tuple(sorted(pairs))
 
 
+def _image(opts: DeployOptions) -> dict[str, Any]:
+    """The image reference split into name, tag and digest; a tag or digest given twice is refused."""
+    reference = parse_image_reference(str(opts.image))
+    if opts.image_tag is not None:
+        reference = reference.with_tag(opts.image_tag)
+    if opts.image_digest is not None:
+        reference = reference.with_digest(opts.image_digest)
+    return {"image": reference.name, "image_tag": reference.tag, "image_digest": reference.digest}
+
+
 def _coerced(opts: DeployOptions) -> dict[str, Any]:
     """Normalise convenient input forms (lists, strings, counts) to the declared types."""
-    return {
+    return _image(opts) | {
         "peers": _names(opts.peers),
         "keepalive_peers": _names(opts.keepalive_peers),
         "allowed_ips": _networks(opts.allowed_ips),
@@ -337,15 +354,7 @@ def _validate_network_settings(o: DeployOptions) -> None:
 
 
 def _validate_image(o: DeployOptions) -> None:
-    _check(bool(_IMAGE.match(o.image)), f"invalid image name: '{o.image}': e.g. registry.example/bulwark-vpn")
-    _check(
-        bool(_TAG.match(o.image_tag)),
-        f"invalid image tag: '{o.image_tag}': use letters, digits, '_', '.', '-' (e.g. {__version__})",
-    )
-    _check(
-        o.image_digest is None or bool(_DIGEST.match(o.image_digest)),
-        f"invalid image digest: '{o.image_digest}': expected sha256: followed by 64 hex digits",
-    )
+    # The reference itself was parsed by `_image`.
     _check(
         o.image_pull_policy in ("IfNotPresent", "Always", "Never"),
         f"invalid image pull policy: '{o.image_pull_policy}': use IfNotPresent, Always or Never",
