@@ -115,7 +115,8 @@ def test_peer_list_json_is_stable_and_has_no_secrets(tmp_path):
     bulwark("peer", "add", "carol", "--allowed-ips", "10.0.0.0/16", "--keepalive", "25", "--config-dir", str(config))
     peers = json.loads(bulwark("peer", "list", "--json", "--config-dir", str(config)).stdout)["peers"]
     assert set(peers[0]) == {"name", "public_key", "address4", "address6", "allowed_ips", "keepalive", "enabled",
-                             "server_allowed_ips", "has_private_key", "config_filename"}
+                             "server_allowed_ips", "has_private_key", "config_filename", "owner", "expires_at",
+                             "expires", "expired"}
     carol = peers[1]
     assert carol["allowed_ips"] == ["10.0.0.0/16"] and carol["keepalive"] == 25
     secrets = [(config / "peer_bob/privatekey-peer_bob").read_text().strip(),

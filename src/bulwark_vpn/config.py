@@ -16,9 +16,11 @@ from typing import Any
 from bulwark_vpn.errors import InputError
 from bulwark_vpn.model import DEFAULT_KEEPALIVE, SettingsUpdate
 from bulwark_vpn.values import (
+    parse_base_url,
     parse_bool,
     parse_dns_servers,
     parse_egress_interface,
+    parse_int,
     parse_interface_name,
     parse_mtu,
     parse_networks,
@@ -110,6 +112,12 @@ _SETTING_PARSERS: dict[str, Callable[[Any], Any]] = {
     "lan_to_peers": lambda v: parse_bool(v, "LAN to peers (BULWARK_LAN_TO_PEERS)"),
     "host_access": lambda v: parse_bool(v, "host access (BULWARK_HOST_ACCESS)"),
     "dns_clients": lambda v: parse_networks(v, "DNS clients", allow_empty=True),
+    "serve": lambda v: parse_bool(v, "serve (BULWARK_SERVE)"),
+    "api_port": lambda v: parse_port(v, "API port (BULWARK_API_PORT)"),
+    "api_url": lambda v: parse_base_url(v, "API URL (BULWARK_API_URL)"),
+    "require_2fa": lambda v: parse_bool(v, "require 2FA (BULWARK_REQUIRE_2FA)"),
+    "audit_retention_days": lambda v: parse_int(v, 1, 3650, "audit retention (BULWARK_AUDIT_RETENTION_DAYS)",
+                                                "days"),
 }
 
 # Optional settings that "" resets to their default (None): `--egress-interface ''` NATs out of every interface again.
@@ -133,6 +141,11 @@ _ENV_NAMES = {
     "BULWARK_LAN_TO_PEERS": "lan_to_peers",
     "BULWARK_HOST_ACCESS": "host_access",
     "BULWARK_DNS_CLIENTS": "dns_clients",
+    "BULWARK_SERVE": "serve",
+    "BULWARK_API_PORT": "api_port",
+    "BULWARK_API_URL": "api_url",
+    "BULWARK_REQUIRE_2FA": "require_2fa",
+    "BULWARK_AUDIT_RETENTION_DAYS": "audit_retention_days",
 }
 
 

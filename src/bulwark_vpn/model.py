@@ -61,6 +61,13 @@ class Settings:
     lan_to_peers: bool = False
     host_access: bool = False
     dns_clients: tuple[IPNetwork, ...] = ()
+    # The control plane (the HTTP API and web pages): started with the gateway when `serve`; its TCP port, open
+    # to peers on the tunnel addresses; the address people open in a browser (share and setup links use it).
+    serve: bool = False
+    api_port: int = 8080
+    api_url: str | None = None
+    require_2fa: bool = False  # every user must enrol TOTP before using the API
+    audit_retention_days: int = 90
 
     def __post_init__(self) -> None:
         # The same strict parsers as every input path: a Settings holding a value that could add a line to a
@@ -76,8 +83,12 @@ class Settings:
             values.parse_host(self.discovered_url, "discovered address")
         if self.peer_dns not in ("auto", ""):
             values.parse_dns_servers(self.peer_dns)
+        if self.api_url is not None:
+            values.parse_base_url(self.api_url, "API URL")
         for number, low, high, what in ((self.listen_port, 1, 65535, "listen port"),
                                         (self.server_port, 1, 65535, "server port"),
+                                        (self.api_port, 1, 65535, "API port"),
+                                        (self.audit_retention_days, 1, 3650, "audit retention"),
                                         (self.mtu, 1280, 9000, "MTU")):
             if number is not None:
                 values.parse_int(number, low, high, what, "")
@@ -132,6 +143,11 @@ class SettingsUpdate:
     lan_to_peers: bool | None = None
     host_access: bool | None = None
     dns_clients: tuple[IPNetwork, ...] | None = None
+    serve: bool | None = None
+    api_port: int | None = None
+    api_url: str | None = None
+    require_2fa: bool | None = None
+    audit_retention_days: int | None = None
     # Set by discovery (SERVERURL=auto), never by users.
     discovered_url: str | None = None
     clear: frozenset[str] = frozenset()

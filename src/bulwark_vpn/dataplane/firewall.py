@@ -70,6 +70,8 @@ def spec_from_settings(settings: Settings, iface: str | None = None) -> Firewall
         lan_to_peers=settings.lan_to_peers,
         host_access=settings.host_access,
         dns_clients=settings.dns_clients,
+        # The API port is open to peers (on the tunnel addresses only) when the API is served to them.
+        api_port=settings.api_port if settings.serve else None,
     )
 
 

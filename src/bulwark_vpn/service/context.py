@@ -21,11 +21,12 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bulwark_vpn.errors import ErrorCode, StoreError
 from bulwark_vpn.fsutil import PRIVATE_FILE, SafeFolder, disk_error
+from bulwark_vpn.service.actors import ROOT, Actor
 from bulwark_vpn.store import DEFAULT_LOCK_TIMEOUT, STORE_NAME, Store, open_store
 
 LOCK_NAME = ".bulwark.lock"
@@ -44,6 +45,12 @@ class Context:
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     # Progress lines ("[#] ip link add ..."); None logs them.
     log: Callable[[str], None] | None = None
+    # Who asks (the CLI: an admin; the API: a session's user or a token) and the clock (tests move it).
+    actor: Actor = ROOT
+    clock: Callable[[], float] = time.time
+
+    def as_actor(self, actor: Actor) -> Context:
+        return replace(self, actor=actor)
 
     def open_store(self, *, create: bool = False, read_only: bool = False) -> Store:
         return open_store(self.config_dir, create=create, read_only=read_only, lock_timeout=self.lock_timeout)

@@ -33,6 +33,7 @@ from bulwark_vpn.fsutil import PRIVATE_FILE, UnsafePathError
 from bulwark_vpn.keys import PresharedKey, PrivateKey, PublicKey
 from bulwark_vpn.model import Peer, Settings
 from bulwark_vpn.store.base import PeerQuery, PeerSummary
+from bulwark_vpn.store.control import ControlPlane
 
 STORE_NAME = "bulwark.db"
 # Whole-value checks for rows read without parsing (listings): what the parsers wrote, nothing else.
@@ -207,7 +208,7 @@ def _translated(method):
     return wrapper
 
 
-class SQLiteStore:
+class SQLiteStore(ControlPlane):
     """One config folder's SQLite store. Use as a context manager or call close()."""
 
     def __init__(self, path: Path, conn: sqlite3.Connection, *, read_only: bool = False) -> None:
@@ -497,18 +498,23 @@ class SQLiteStore:
         if query.enabled is not None:
             where.append("enabled = ?")
             params.append(int(query.enabled))
+        if query.owner is not None:
+            where.append("owner = ?")
+            params.append(query.owner)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
-        order = {"created": "id", "name": "name"}[query.sort] + (" DESC" if query.descending else "")
+        order = {"created": "id", "name": "name", "address": "address4_num", "owner": "owner, name",
+                 "expires": "expires_at IS NULL, expires_at"}[query.sort] + (" DESC" if query.descending else "")
         total = int(self._conn.execute(f"SELECT COUNT(*) FROM peers{clause}", params).fetchone()[0])  # noqa: S608
         limit = -1 if query.limit is None else query.limit
         columns = ("name, public_key, address4, address6, allowed_ips, server_allowed_ips, keepalive, enabled, "
-                   "private_key IS NOT NULL, created_at")
+                   "private_key IS NOT NULL, created_at, owner, expires_at")
         sql = f"SELECT {columns} FROM peers{clause} ORDER BY {order} LIMIT ? OFFSET ?"  # noqa: S608
         rows = self._conn.execute(sql, [*params, limit, query.offset]).fetchall()
         return [self._summary(row) for row in rows], total
 
     def _summary(self, row: tuple) -> PeerSummary:
-        name, public, address4, address6, allowed, routed, keepalive, enabled, has_private, created = row
+        (name, public, address4, address6, allowed, routed, keepalive, enabled, has_private, created, owner,
+         expires) = row
         if not (isinstance(name, str) and _SAFE_NAME.fullmatch(name) and isinstance(public, str)
                 and _SAFE_KEY.fullmatch(public) and isinstance(address4, str) and _SAFE_ADDRESS.fullmatch(address4)):
             raise StoreError(f"the store holds a damaged peer '{show_value(name)}'", str(self.path), RESTORE_HINT)
@@ -518,7 +524,7 @@ class SQLiteStore:
         except (ValueError, TypeError):
             raise StoreError(f"the store holds a damaged peer '{name}'", str(self.path), RESTORE_HINT) from None
         return PeerSummary(name, public, address4, address6, allowed_list, routed_list, keepalive, bool(enabled),
-                           bool(has_private), float(created))
+                           bool(has_private), float(created), owner, expires)
 
     @_translated
     def insert_peer(self, peer: Peer) -> None:
@@ -623,6 +629,11 @@ class SQLiteStore:
         self._conn.execute(
             "INSERT OR IGNORE INTO free_offsets(family, offset) VALUES(?, ?)", (family, _offset_key(offset))
         )
+
+
+for _name, _method in vars(ControlPlane).items():
+    if callable(_method) and not _name.startswith("_") and _name != "transaction":
+        setattr(SQLiteStore, _name, _translated(_method))
 
 
 # A constant column list, interpolated into queries (never user input).

@@ -13,6 +13,8 @@ from bulwark_vpn.values.names import (
     parse_egress_interface,
     parse_interface_name,
     parse_peer_name,
+    parse_token_name,
+    parse_user_name,
     peer_folder,
 )
 from bulwark_vpn.values.net import (
@@ -20,6 +22,7 @@ from bulwark_vpn.values.net import (
     IPAddress,
     IPNetwork,
     format_endpoint,
+    parse_base_url,
     parse_dns_name,
     parse_dns_servers,
     parse_endpoint,
@@ -33,6 +36,7 @@ from bulwark_vpn.values.net import (
 )
 from bulwark_vpn.values.numbers import parse_bool, parse_int, parse_keepalive, parse_mtu, parse_port
 from bulwark_vpn.values.text import has_unsafe_char, require_text
+from bulwark_vpn.values.times import format_moment, parse_duration, parse_expiry
 
 __all__ = [
     "Endpoint",
@@ -40,13 +44,17 @@ __all__ = [
     "IPNetwork",
     "config_filename",
     "format_endpoint",
+    "format_moment",
     "has_unsafe_char",
     "is_numbered_peer",
+    "parse_base_url",
     "parse_bool",
     "parse_dns_name",
     "parse_dns_servers",
+    "parse_duration",
     "parse_egress_interface",
     "parse_endpoint",
+    "parse_expiry",
     "parse_host",
     "parse_int",
     "parse_interface_name",
@@ -60,6 +68,8 @@ __all__ = [
     "parse_server_url",
     "parse_subnet4",
     "parse_subnet6",
+    "parse_token_name",
+    "parse_user_name",
     "peer_folder",
     "require_text",
 ]

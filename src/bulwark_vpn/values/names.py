@@ -57,6 +57,28 @@ def parse_peer_name(value: object) -> str:
     return text
 
 
+_USER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,31}")
+_TOKEN_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9 _.:/-]{0,63}")
+
+
+def parse_user_name(value: object) -> str:
+    """A user name: 1-32 letters, digits or _.- starting with a letter or digit."""
+    hint = "use 1-32 letters, digits or _.- starting with a letter or digit (e.g. alice)"
+    text = require_text(value, "user name", hint)
+    if not _USER_NAME.fullmatch(text):
+        raise InputError("invalid user name", value, hint)
+    return text
+
+
+def parse_token_name(value: object) -> str:
+    """An API token's label (e.g. "CI deploy"): 1-64 letters, digits, spaces or _.:/- ."""
+    hint = "use 1-64 letters, digits, spaces or _.:/- (e.g. CI)"
+    text = require_text(value, "token name", hint)
+    if not _TOKEN_NAME.fullmatch(text) or text != text.strip():
+        raise InputError("invalid token name", value, hint)
+    return text
+
+
 def is_numbered_peer(name: str) -> bool:
     return _NUMBERED.fullmatch(name) is not None
 

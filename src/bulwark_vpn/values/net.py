@@ -231,3 +231,25 @@ def parse_dns_servers(value: object, what: str = "DNS servers") -> tuple[IPAddre
         if address not in out:
             out.append(address)
     return tuple(out)
+
+
+_URL = re.compile(r"(https?)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::([0-9]{1,5}))?(/[A-Za-z0-9._~/-]*)?")
+
+
+def parse_base_url(value: object, what: str = "URL") -> str:
+    """An http(s) URL people open (the web pages' address): scheme, host, optional port and path prefix; no user,
+    query or fragment. Returned without a trailing slash."""
+    hint = "use an address like https://vpn.example.com or http://10.13.13.1:8080"
+    text = require_text(value, what, hint).strip(" \t")
+    match = _URL.fullmatch(text)
+    if not match:
+        raise InputError(f"invalid {what}", value, hint)
+    scheme, host, port, path = match.groups()
+    try:
+        canonical = parse_host(host, what)
+    except InputError:
+        raise InputError(f"invalid {what}", value, hint) from None
+    if port is not None and not 1 <= int(port) <= 65535:
+        raise InputError(f"invalid {what}", value, hint)
+    shown = f"[{canonical}]" if ":" in canonical else canonical
+    return f"{scheme}://{shown}{':' + port if port else ''}{(path or '').rstrip('/')}"
