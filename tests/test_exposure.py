@@ -23,7 +23,7 @@ SERVER = "10.13.13.1"
 
 
 def addresses(lab: Lab) -> dict[str, str]:
-    return {p["name"]: p["address4"] for p in json.loads(lab.bulwark("peer", "list", "--json").stdout)}
+    return {p["name"]: p["address4"] for p in json.loads(lab.bulwark("peer", "list", "--json").stdout)["peers"]}
 
 
 def vpc_knows_the_tunnel(lab: Lab) -> None:
