@@ -23,6 +23,7 @@ from bulwark_vpn.values.net import (
     parse_dns_servers,
     parse_endpoint,
     parse_host,
+    parse_https_url,
     parse_ip_address,
     parse_network,
     parse_networks,
@@ -31,7 +32,8 @@ from bulwark_vpn.values.net import (
     parse_subnet6,
 )
 from bulwark_vpn.values.numbers import parse_bool, parse_int, parse_keepalive, parse_mtu, parse_port
-from bulwark_vpn.values.text import has_unsafe_char, require_text
+from bulwark_vpn.values.paths import parse_absolute_path, parse_relative_path
+from bulwark_vpn.values.text import has_unsafe_char, parse_choice, require_ascii_token, require_text
 
 __all__ = [
     "Endpoint",
@@ -41,11 +43,14 @@ __all__ = [
     "format_endpoint",
     "has_unsafe_char",
     "is_numbered_peer",
+    "parse_absolute_path",
     "parse_bool",
+    "parse_choice",
     "parse_dns_name",
     "parse_dns_servers",
     "parse_endpoint",
     "parse_host",
+    "parse_https_url",
     "parse_int",
     "parse_interface_name",
     "parse_ip_address",
@@ -55,9 +60,11 @@ __all__ = [
     "parse_networks",
     "parse_peer_name",
     "parse_port",
+    "parse_relative_path",
     "parse_server_url",
     "parse_subnet4",
     "parse_subnet6",
     "peer_folder",
+    "require_ascii_token",
     "require_text",
 ]
