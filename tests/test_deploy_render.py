@@ -34,7 +34,7 @@ from bulwark_vpn.deploy import (
 from bulwark_vpn.deploy.cloudinit import fill_template, template_values
 from bulwark_vpn.deploy.kubernetes import SKIP_REASONS
 from bulwark_vpn.deploy.options import peers_env_value
-from bulwark_vpn.errors import InputError
+from bulwark_vpn.errors import InputError, RenderError
 from bulwark_vpn.model import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -187,9 +187,11 @@ def test_unknown_override_is_refused() -> None:
     ("changes", "message"),
     [
         ({"peers": "ok,bad name"}, "invalid peer name: 'bad name'"),
-        ({"peers": "a,a"}, "duplicate peer name"),
+        ({"peers": "a,a"}, "invalid PEERS: 'a': each peer may be listed once"),
+        ({"peers": "-x"}, "invalid peer name: '-x'"),
         ({"server_url": "vpn example"}, "invalid server URL: 'vpn example'"),
-        ({"advertised_port": 70000}, "invalid advertised port: '70000'"),
+        ({"advertised_port": 70000}, "invalid advertised port (SERVERPORT): '70000'"),
+        ({"advertised_port": "+5"}, "invalid advertised port (SERVERPORT): '+5'"),
         ({"listen_port": 443}, "invalid listen port: '443'"),
         ({"image_tag": "bad tag"}, "invalid image tag: 'bad tag'"),
         ({"image_digest": "sha256:xyz"}, "invalid image digest: 'sha256:xyz'"),
@@ -199,21 +201,34 @@ def test_unknown_override_is_refused() -> None:
         ({"storage": "secret"}, "storage 'secret' needs the /config files"),
         ({"storage": "secret", "secret_files": {"../etc/x": "y"}}, "invalid secret file path: '../etc/x'"),
         ({"namespace": "Bad_NS"}, "invalid Kubernetes namespace: 'Bad_NS'"),
-        ({"resources": Resources(cpu_limit="lots")}, "invalid resource quantity: 'lots'"),
+        ({"resources": Resources(cpu_limit="lots")}, "invalid resource quantity (cpu_limit): 'lots'"),
         ({"test_peer": "ghost"}, "unknown test peer: 'ghost'"),
-        ({"subnet4": "10.1.2.3/24"}, "invalid internal subnet: '10.1.2.3/24'"),
-        ({"subnet6": "10.0.0.0/24"}, "expected an IPv6 network"),
-        ({"allowed_ips": ""}, "invalid allowed IPs"),
+        ({"subnet4": "224.0.0.0/24"}, "invalid IPv4 subnet: '224.0.0.0/24'"),
+        ({"subnet6": "10.0.0.0/24"}, "invalid IPv6 subnet: '10.0.0.0/24'"),
+        ({"subnet6": "fe80::1%x/64"}, "invalid IPv6 subnet: 'fe80::1%x/64'"),
+        ({"allowed_ips": ""}, "invalid ALLOWEDIPS: ''"),
+        ({"allowed_ips": "10.0.0.0/8\n"}, "invalid ALLOWEDIPS: '10.0.0.0/8\\n'"),
         ({"wheel_url": "http://x/y.whl"}, "invalid wheel URL: 'http://x/y.whl'"),
         ({"wheel_url": "https://x/y'.whl"}, "invalid wheel URL"),
+        ({"wheel_url": "https://x/${y}.whl"}, "invalid wheel URL"),
         ({"bulwark_path": "bulwark"}, "invalid bulwark path: 'bulwark'"),
         ({"aws_vpc_id": "vpc-0123456789abcdef0"}, "give both the VPC id and the subnet id"),
         ({"aws_vpc_id": "subnet-0123456789abcdef0", "aws_subnet_id": "subnet-0123456789abcdef0"}, "invalid VPC id"),
         ({"aws_subnet_cidr": "10.9.0.0/24"}, "must lie inside the VPC CIDR"),
         ({"aws_ssh_cidr": "198.51.100.0/24"}, "SSH access needs a key"),
+        ({"aws_region": "eu-west-2\n"}, "invalid AWS region: 'eu-west-2\\n'"),
         ({"aws_ssh_public_key": "not a key"}, "invalid SSH public key"),
         ({"aws_ssh_public_key": SSH_KEY + " ${evil}"}, "invalid SSH public key"),
-        ({"peer_dns": 'x"y'}, "invalid peer DNS"),
+        ({"peer_dns": 'x"y'}, "invalid PEERDNS entry: 'x\"y'"),
+        ({"peer_dns": "fe80::1%eth0"}, "invalid PEERDNS entry: 'fe80::1%eth0'"),
+        ({"server_url": "fe80::1%x\n[Interface]"}, "invalid server URL: 'fe80::1%x\\n[Interface]'"),
+        ({"container_name": "bulwark\n"}, "invalid container name: 'bulwark\\n'"),
+        ({"host_config_dir": "/srv/a:/etc"}, "invalid host config folder: '/srv/a:/etc'"),
+        ({"config_dir": "/etc/bulwark %i"}, "invalid config folder: '/etc/bulwark %i'"),
+        ({"node_port": "+31000", "service_type": "NodePort"}, "invalid nodePort: '+31000'"),
+        ({"service_type": "loadbalancer"}, "invalid service type: 'loadbalancer'"),
+        ({"keepalive_peers": "a b"}, "invalid peer name: 'a b'"),
+        ({"test_client": "maybe"}, "invalid test client: 'maybe'"),
     ],
 )
 def test_bad_options_raise_one_line_input_errors(changes: dict[str, Any], message: str) -> None:
@@ -230,9 +245,90 @@ def test_peers_env_value_uses_a_count_for_numbered_peers() -> None:
     assert DeployOptions(peers=3).peers == ("peer1", "peer2", "peer3")
 
 
+def test_deploy_options_parse_like_init() -> None:
+    """The same parsers as `init`: bare numbers are numbered peers, CIDRs lose their host bits, PEERDNS is
+    canonical, ports and booleans may be text."""
+    opts = DeployOptions(peers="3, leo_mac,a+b=c", keepalive_peers="all", test_peer="3", subnet4="10.1.2.3/24",
+                         allowed_ips="10.0.0.1/8, ::/0", peer_dns="1.1.1.1, 9.9.9.9", advertised_port="51821",
+                         log_confs="yes", test_client="false")
+    assert opts.peers == ("peer3", "leo_mac", "a+b=c") and opts.test_peer == "peer3"
+    assert str(opts.subnet4) == "10.1.2.0/24"
+    assert [str(n) for n in opts.allowed_ips] == ["10.0.0.0/8", "::/0"]
+    assert (opts.peer_dns, opts.advertised_port, opts.log_confs, opts.test_client) == ("1.1.1.1,9.9.9.9", 51821,
+                                                                                         True, False)
+    assert DeployOptions(peers=("2", 5)).peers == ("peer2", "peer5")
+    assert DeployOptions(subnet4="10.20.0.0").subnet4 == ipaddress.IPv4Network("10.20.0.0/24")
+
+
+def test_every_option_has_a_parser() -> None:
+    from dataclasses import fields
+
+    from bulwark_vpn.deploy.options import _PARSERS, IMAGE_FIELDS
+
+    assert {f.name for f in fields(DeployOptions)} == set(_PARSERS) | IMAGE_FIELDS
+
+
 def test_image_reference_prefers_the_digest() -> None:
     assert DEFAULT.image_ref == "bulwark-vpn:0.1.0"
     assert CUSTOM.image_ref == "registry.example.org/net/bulwark-vpn@sha256:" + "ab" * 32
+
+
+def test_secret_keys_encode_what_a_secret_key_cannot_hold() -> None:
+    files = {"peer_a+b=c/peer_a+b=c.conf": "x", "wg_confs/wg0.conf": "y"}
+    opts = DEFAULT.with_changes(storage="secret", secret_files=files)
+    secret = _k8s_objects(opts)["Secret/bulwark-config"]
+    assert set(secret["data"]) == {"peer_a-x2b-b-x3d-c__peer_a-x2b-b-x3d-c.conf", "wg_confs__wg0.conf"}
+    items = _k8s_objects(opts)["Deployment/bulwark"]["spec"]["template"]["spec"]["volumes"][-1]["secret"]["items"]
+    assert {i["path"] for i in items} == {"peer_a+b=c/peer_a+b=c.conf", "wg_confs/wg0.conf"}
+    with pytest.raises(InputError, match="map to the same Secret key"):
+        DEFAULT.with_changes(storage="secret", secret_files={"a+b": "x", "a-x2b-b": "y"})
+
+
+# --- the renderers' own guard (options built around the parsers) ---------------------------------------
+
+GUARDED: dict[str, Renderer] = {
+    "docker": render_docker,
+    "kubernetes": render_kubernetes,
+    "systemd": render_systemd,
+}
+# A field of each type the renderers read, and a value with a line break for it.
+BYPASS: dict[str, object] = {
+    "server_url": "vpn.example.org\n[Interface]\nPreUp = touch /tmp/PWNED",
+    "peers": ("leo_mac", "x\u2028y"),
+    "peer_dns": "1.1.1.1\rPOSTUP=x",
+    "config_dir": "/etc/bulwark\nExecStartPre=/bin/touch /tmp/PWNED",
+    "bulwark_path": "/usr/local/bin/bulwark\x85x",
+    "environment_file": "/etc/default/bulwark\x00",
+    "container_name": "bulwark\n",
+    "name": "bulwark\n",
+    "namespace": "bulwark\u2029",
+    "host_config_dir": "./config\n",
+    "storage_size": "1Gi\n",
+    "resources": Resources(cpu_limit="1\n"),
+    "image": "bulwark-vpn\nx",
+    "allowed_ips": ("0.0.0.0/0\n",),
+}
+
+
+@pytest.mark.parametrize("field_name", sorted(BYPASS))
+@pytest.mark.parametrize("target", sorted(GUARDED))
+def test_renderers_refuse_a_line_break_even_around_the_parsers(field_name: str, target: str) -> None:
+    opts = DeployOptions.from_settings(Settings(), peers=("leo_mac",))
+    object.__setattr__(opts, field_name, BYPASS[field_name])
+    with pytest.raises(RenderError) as info:
+        GUARDED[target](opts)
+    assert "\n" not in str(info.value) and info.value.exit_code == 2
+
+
+def test_renderers_refuse_values_from_a_subclass_that_skips_the_parsers() -> None:
+    class Unchecked(DeployOptions):
+        def __post_init__(self) -> None:
+            pass
+
+    for target, renderer in GUARDED.items():
+        with pytest.raises(RenderError, match="deploy option server_url"):
+            renderer(Unchecked(server_url="x\n[Interface]", peers=("a",)))
+        assert renderer(Unchecked(peers=("a",))), target
 
 
 # --- write_bundle ----------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from bulwark_vpn.config import (
     InitRequest,
     PeerRequest,
     combine,
+    parse_config_dir,
     parse_peers,
     peer_requests,
     request_from_env,
@@ -34,7 +35,7 @@ from bulwark_vpn.model import DEFAULT_KEEPALIVE, IPNetwork, Peer, Settings
 from bulwark_vpn.render import layout
 from bulwark_vpn.render.qr import qr_pngs, qr_terminal
 from bulwark_vpn.store import STORE_NAME, Store
-from bulwark_vpn.values import parse_endpoint, parse_peer_name
+from bulwark_vpn.values import parse_endpoint, parse_peer_name, require_text
 
 log = logging.getLogger("bulwark_vpn")
 
@@ -657,13 +658,19 @@ DEPLOY_TARGETS = ("docker", "kubernetes", "terraform", "systemd")
 
 
 def render_deployment(config_dir: Path, target: str, out_dir: Path, **overrides: object) -> list[Path]:
-    """Write the deployment files for `target` from the store's settings and peers (or the defaults)."""
+    """Write the deployment files for `target` from the store's settings and peers (or the defaults).
+
+    Every override goes through the parser of its kind (see `deploy.DeployOptions`), and every file is
+    rendered before the first one is written: a refused value leaves `out_dir` as it was.
+    """
     from bulwark_vpn import deploy
 
     renderers = {"docker": deploy.render_docker, "kubernetes": deploy.render_kubernetes,
                  "terraform": deploy.render_terraform, "systemd": deploy.render_systemd}
     if target not in renderers:
-        raise InputError(f"unknown deploy target: '{target}': use one of {', '.join(DEPLOY_TARGETS)}")
+        raise InputError("unknown deploy target", target, f"use one of {', '.join(DEPLOY_TARGETS)}")
+    config_dir = parse_config_dir(str(config_dir))
+    out_dir = parse_config_dir(str(out_dir), "output folder")
     settings = Settings()
     peers: tuple[str, ...] = ()
     secret_files: tuple[tuple[str, bytes], ...] = ()
@@ -673,15 +680,26 @@ def render_deployment(config_dir: Path, target: str, out_dir: Path, **overrides:
             peers = tuple(p.name for p in store.peers())
         if overrides.get("storage") == "secret":
             secret_files = _config_dir_snapshot(config_dir)
-    key = overrides.get("aws_ssh_public_key")
-    if isinstance(key, str) and Path(key).expanduser().is_file():
-        overrides["aws_ssh_public_key"] = Path(key).expanduser().read_text().strip()
+    if overrides.get("aws_ssh_public_key") is not None:
+        overrides["aws_ssh_public_key"] = _ssh_public_key_text(overrides["aws_ssh_public_key"])
     options = deploy.DeployOptions.from_settings(
         settings, peers=overrides.pop("peers", None) or peers or None,
         secret_files=secret_files or None, **overrides,
     )
     files = renderers[target](options)
     return deploy.write_bundle(files, out_dir)
+
+
+def _ssh_public_key_text(value: object) -> str:
+    """An SSH public key given as its text, or as the path of a file holding it (`~/.ssh/id_ed25519.pub`)."""
+    hint = "give a key line ('ssh-ed25519 AAAA... you@host') or the path of a readable .pub file"
+    text = require_text(value, "SSH public key", hint)
+    if text.startswith(("ssh-", "ecdsa-", "sk-")):
+        return text
+    try:
+        return Path(text).expanduser().read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        raise InputError("invalid SSH public key", value, hint) from None
 
 
 # -- doctor -----------------------------------------------------------------------------------------------

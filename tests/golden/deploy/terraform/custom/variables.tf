@@ -99,7 +99,7 @@ variable "internal_subnet" {
 variable "peer_dns" {
   description = "PEERDNS: auto, empty, or DNS servers for peers."
   type        = string
-  default     = "1.1.1.1, 9.9.9.9"
+  default     = "1.1.1.1,9.9.9.9"
 }
 
 variable "allowed_ips" {
