@@ -290,6 +290,8 @@ GUARDED: dict[str, Renderer] = {
     "docker": render_docker,
     "kubernetes": render_kubernetes,
     "systemd": render_systemd,
+    "cloud-init": render_cloud_init,
+    "bootstrap": render_bootstrap_script,
 }
 # A field of each type the renderers read, and a value with a line break for it.
 BYPASS: dict[str, object] = {
@@ -591,11 +593,21 @@ def test_fill_template_unescapes_literal_interpolations() -> None:
 # --- cloud-init and the bootstrap -----------------------------------------------------------------------
 
 
-def test_cloud_init_runs_the_bootstrap() -> None:
+def _write_files(opts: DeployOptions) -> dict[str, dict[str, str]]:
+    return {entry["path"]: entry for entry in yaml.safe_load(render_cloud_init(opts))["write_files"]}
+
+
+def test_cloud_init_writes_the_files_then_runs_the_bootstrap() -> None:
     doc = yaml.safe_load(render_cloud_init(DEFAULT))
-    (entry,) = doc["write_files"]
-    assert entry["content"] == render_bootstrap_script(DEFAULT)
-    assert doc["runcmd"] == [[entry["path"]]]
+    files = _write_files(DEFAULT)
+    assert list(files) == ["/etc/default/bulwark", "/etc/systemd/system/bulwark.service",
+                           "/etc/sysctl.d/90-bulwark.conf", "/usr/local/sbin/bulwark-bootstrap"]
+    assert files["/usr/local/sbin/bulwark-bootstrap"]["content"] == render_bootstrap_script(DEFAULT)
+    assert files["/usr/local/sbin/bulwark-bootstrap"]["permissions"] == "0700"
+    assert files["/etc/systemd/system/bulwark.service"]["content"] == render_systemd(DEFAULT)["bulwark.service"]
+    env = files["/etc/default/bulwark"]["content"]
+    assert 'SERVERURL="auto"' in env and 'ALLOWEDIPS="0.0.0.0/0, ::/0, 10.0.0.0/16"' in env
+    assert doc["runcmd"] == [["/usr/local/sbin/bulwark-bootstrap"]]
     assert render_cloud_init(DEFAULT).startswith("#cloud-config\n")
 
 
@@ -603,16 +615,15 @@ def test_bootstrap_installs_bulwark_and_enables_the_unit() -> None:
     script = render_bootstrap_script(DEFAULT)
     subprocess.run(["sh", "-n"], input=script, text=True, check=True)
     assert "pip install --no-cache-dir --upgrade 'bulwark-vpn==0.1.0'" in script
-    assert 'SERVERURL="auto"' in script
-    assert 'ALLOWEDIPS="0.0.0.0/0, ::/0, 10.0.0.0/16"' in script
-    assert render_systemd(DEFAULT)["bulwark.service"] in script
+    assert "<<" not in script and "cat >" not in script  # files come from write_files, never a heredoc
     assert script.rstrip().endswith("systemctl enable --now bulwark.service")
 
 
 def test_bootstrap_installs_a_given_wheel() -> None:
     script = render_bootstrap_script(CUSTOM_AWS)
     assert "'https://files.example.org/bulwark_vpn-0.1.0-py3-none-any.whl'" in script
-    assert 'ALLOWEDIPS="10.0.0.0/8, 192.168.0.0/16, 172.31.0.0/16"' in script
+    env = _write_files(CUSTOM_AWS)["/etc/bulwark.env"]["content"]
+    assert 'ALLOWEDIPS="10.0.0.0/8, 192.168.0.0/16, 172.31.0.0/16"' in env
     assert "ln -sf" not in script  # ExecStart already points into the venv
     subprocess.run(["sh", "-n"], input=script, text=True, check=True)
 

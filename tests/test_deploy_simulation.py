@@ -1,12 +1,13 @@
 """Issue 4's two deployments, simulated for real in network namespaces.
 
-1. An EC2 instance's first boot: the rendered bootstrap script runs as cloud-init would run it, in a
-   namespace that plays the instance (its own /run, /tmp, /opt, and /etc and /usr/local as overlays,
-   everything else read-only, so the host is never modified). Offline stand-ins replace what cannot
-   work here: a wheelhouse for pip, `apt-get` and `systemctl` shims (tests/fakes.py; the systemctl
-   shim applies the unit's environment and sandbox as systemd would), and a fake IMDSv2 on
-   169.254.169.254. Bulwark must come up under its systemd unit with SERVERURL=auto resolved
-   through IMDSv2 to the Elastic IP, and a real wg-quick client must reach it.
+1. An EC2 instance's first boot: the rendered user-data is handled by cloud-init's own code (its
+   write_files writes the unit, the environment file, the sysctls and the bootstrap script; its runcmd
+   runs the bootstrap), in a namespace that plays the instance (its own /run, /tmp, /opt, and /etc and
+   /usr/local as overlays, everything else read-only, so the host is never modified). Offline
+   stand-ins replace what cannot work here: a wheelhouse for pip, `apt-get` and `systemctl` shims
+   (tests/fakes.py; the systemctl shim applies the unit's environment and sandbox as systemd would),
+   and a fake IMDSv2 on 169.254.169.254. Bulwark must come up under its systemd unit with
+   SERVERURL=auto resolved through IMDSv2 to the Elastic IP, and a real wg-quick client must reach it.
 2. The container: the image's ENTRYPOINT, CMD and ENV read from the repository's Dockerfile, run in
    a root file system assembled as Docker would (host's /usr and /etc read-only, the image's
    /opt/bulwark, /config bind-mounted, private /run and /tmp, Docker's /dev, read-only /proc/sys,
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from bulwark_vpn.deploy import DeployOptions, render_bootstrap_script
+from bulwark_vpn.deploy import DeployOptions, render_cloud_init
 from tests.fakes import IMDS_ADDRESS, FakeImds, serve_imds, write_shims
 from tests.netns import Netns, NetnsFactory, veth
 
@@ -99,9 +100,10 @@ ADMIN_ENV = (f"PATH={DEFAULT_PATH}", "BULWARK_CONFIG_DIR=/etc/bulwark")  # an ad
 
 
 # Where the bootstrap writes (and the instance's resolv.conf): the host's own must stay untouched.
-BOOTSTRAP_WRITES = ("/opt/bulwark", "/usr/local/bin/bulwark", "/etc/bulwark", "/etc/default/bulwark",
-                    f"/etc/systemd/system/{UNIT}", f"/etc/systemd/system/multi-user.target.wants/{UNIT}",
-                    "/etc/sysctl.d/90-bulwark.conf", "/etc/resolv.conf")
+BOOTSTRAP_WRITES = ("/opt/bulwark", "/usr/local/bin/bulwark", "/usr/local/sbin/bulwark-bootstrap", "/etc/bulwark",
+                    "/etc/default/bulwark", f"/etc/systemd/system/{UNIT}",
+                    f"/etc/systemd/system/multi-user.target.wants/{UNIT}", "/etc/sysctl.d/90-bulwark.conf",
+                    "/etc/resolv.conf")
 
 
 def _fingerprint(paths: tuple[str, ...]) -> dict[str, tuple[int, int, int] | None]:
@@ -132,6 +134,23 @@ class Ec2Instance:
         return subprocess.run(["nsenter", f"--target={self.holder.pid}", "--mount", "--net", "--",
                                "env", "-i", *ADMIN_ENV, *argv], capture_output=True, text=True, timeout=timeout,
                               check=False)
+
+    def trace(self) -> list[str]:
+        """The commands the bootstrap ran, as its `set -x` wrote them to the log."""
+        return [line for line in _read(self.root / "bootstrap.log").splitlines() if line.startswith("+ ")]
+
+    def shim_calls(self) -> list[list[str]]:
+        """Every apt-get and systemctl call made during the boot, in order."""
+        log = self.root / "shims.log"
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+    def written(self) -> set[str]:
+        """Files and links the boot left in /etc and /usr/local (their overlays' upper layers)."""
+        out = set()
+        for layer, base in (("etc", "/etc"), ("local", "/usr/local")):
+            upper = self.root / f"{layer}.upper"
+            out |= {f"{base}/{p.relative_to(upper)}" for p in upper.rglob("*") if p.is_file() or p.is_symlink()}
+        return out
 
     def bootstrap_rc(self) -> int | None:
         rc = self.root / "bootstrap.rc"
@@ -164,9 +183,9 @@ def _read(path: Path) -> str:
         return f"({exc})"
 
 
-def boot_instance(ns: Netns, root: Path, script: str, wheelhouse: Path) -> Ec2Instance:
-    """Lay out the instance's own file systems, run `script` as cloud-init would, keep the instance."""
-    (root / "bootstrap.sh").write_text(script)
+def boot_instance(ns: Netns, root: Path, user_data: str, wheelhouse: Path) -> Ec2Instance:
+    """Lay out the instance's own file systems, boot it with `user_data` as cloud-init would, keep it."""
+    (root / "user-data.yaml").write_text(user_data)
     shutil.copy(FAKES, root / "fakes.py")
     write_shims(root / "bin", script=f"{SIM}/fakes.py")
     for layer in ("etc", "local"):
@@ -175,7 +194,7 @@ def boot_instance(ns: Netns, root: Path, script: str, wheelhouse: Path) -> Ec2In
     (root / "wheelhouse").mkdir()
     # cloud-init's environment, plus pip pointed at the wheelhouse instead of the package index.
     env = {"PATH": f"{SIM}/bin:{DEFAULT_PATH}", "HOME": "/root", "LANG": "C.UTF-8",
-           **_offline_pip(f"{SIM}/wheelhouse")}
+           "BULWARK_SHIM_LOG": f"{SIM}/shims.log", **_offline_pip(f"{SIM}/wheelhouse")}
     setup = (
         "set -eu\n"
         + _guard()
@@ -194,8 +213,8 @@ def boot_instance(ns: Netns, root: Path, script: str, wheelhouse: Path) -> Ec2In
         "printf 'nameserver 127.0.0.1\\n' > /etc/resolv.conf\n"
         "cd /\n"
         "rc=0\n"
-        f"env -i {shlex.join(f'{k}={v}' for k, v in env.items())} /bin/sh {SIM}/bootstrap.sh"
-        f" > {SIM}/bootstrap.log 2>&1 || rc=$?\n"
+        f"env -i {shlex.join(f'{k}={v}' for k, v in env.items())} /usr/bin/python3 -I {SIM}/fakes.py cloud-init"
+        f" {SIM}/user-data.yaml {SIM} > {SIM}/bootstrap.log 2>&1 || rc=$?\n"
         f"echo $rc > {SIM}/bootstrap.rc\n"
         "exec sleep infinity\n"
     )
@@ -229,7 +248,7 @@ def test_ec2_first_boot_brings_bulwark_up_under_systemd_with_the_imds_address(
     imds = FakeImds(public_ipv4=ELASTIC_IP)
     host_before = _fingerprint(BOOTSTRAP_WRITES)
     with serve_imds(imds, IMDS_ADDRESS, 80, netns=instance_ns.name):
-        instance = boot_instance(instance_ns, netns_factory.tmpdir(), render_bootstrap_script(options), wheelhouse)
+        instance = boot_instance(instance_ns, netns_factory.tmpdir(), render_cloud_init(options), wheelhouse)
         try:
             _wait_for(lambda: instance.bootstrap_rc() is not None or instance.holder.poll() is not None, 120,
                       "the bootstrap script to finish",
