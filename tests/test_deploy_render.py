@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import configparser
 import ipaddress
+import json
 import os
+import re
 import stat
 import subprocess
 from collections.abc import Callable
@@ -34,6 +36,7 @@ from bulwark_vpn.deploy import (
 from bulwark_vpn.deploy.cloudinit import fill_template, template_values
 from bulwark_vpn.deploy.kubernetes import SKIP_REASONS
 from bulwark_vpn.deploy.options import peers_env_value
+from bulwark_vpn.deploy.terraform import TEMPLATE_PATTERNS
 from bulwark_vpn.errors import InputError, RenderError
 from bulwark_vpn.model import Settings
 
@@ -292,6 +295,7 @@ GUARDED: dict[str, Renderer] = {
     "systemd": render_systemd,
     "cloud-init": render_cloud_init,
     "bootstrap": render_bootstrap_script,
+    "terraform": render_terraform,
 }
 # A field of each type the renderers read, and a value with a line break for it.
 BYPASS: dict[str, object] = {
@@ -584,6 +588,35 @@ def test_user_data_template_filled_like_terraform_equals_render_cloud_init() -> 
     for opts in (DEFAULT, CUSTOM_AWS):
         template = render_terraform(opts)["user-data.yaml.tftpl"]
         assert fill_template(template, template_values(opts)) == render_cloud_init(opts)
+
+
+def _re2(pattern: str) -> re.Pattern[str]:
+    """A Terraform (RE2) pattern for Python's re: RE2's `$` without (?m) is the very end, Python's `\\Z`."""
+    return re.compile(pattern.replace("$", r"\Z"))
+
+
+def test_terraform_template_variables_are_validated_like_the_parsers() -> None:
+    for opts in (DEFAULT, CUSTOM_AWS):
+        variables = _variables(opts)
+        text = render_terraform(opts)["variables.tf"]
+        for name, pattern in TEMPLATE_PATTERNS.items():
+            block = text[text.index(f'variable "{name}"'):]
+            block = block[: block.index("\n}\n")]
+            assert f"can(regex({json.dumps(pattern)}, " in block, name
+            default = variables[name]["default"]
+            for value in default if isinstance(default, list) else [default]:
+                assert value is None or _re2(pattern).search(value), (name, value)
+    valid = {"peers": ["7", "BULWARK_EOF,a+b=c,x.y-z,=eq,+plus,_", ""],
+             "internal_subnet": ["10.13.13.0", "10.8.0.0/16"],
+             "peer_dns": ["auto", "", "1.1.1.1,2606:4700:4700::1111"], "allowed_ips": ["0.0.0.0/0", "fd00::/8"],
+             "wheel_url": ["https://[2001:db8::1]:8443/w.whl?sig=a%2F&x=1"], "bulwark_version": ["0.1.0", "1.0rc1"]}
+    for name, values in valid.items():
+        for value in values:
+            assert _re2(TEMPLATE_PATTERNS[name]).search(value), (name, value)
+    for name, pattern in TEMPLATE_PATTERNS.items():
+        for bad in ("\n", "\r", "\x85", "\u2028", "\u2029", "\x00", '"', "'", "$", "`", "\\", " ", "${x}", "%{x}", "#"):
+            assert not _re2(pattern).search("1" + bad), (name, bad)
+            assert not _re2(pattern).search("auto" + bad), (name, bad)
 
 
 def test_fill_template_unescapes_literal_interpolations() -> None:

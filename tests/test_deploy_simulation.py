@@ -8,6 +8,10 @@
    (tests/fakes.py; the systemctl shim applies the unit's environment and sandbox as systemd would),
    and a fake IMDSv2 on 169.254.169.254. Bulwark must come up under its systemd unit with
    SERVERURL=auto resolved through IMDSv2 to the Elastic IP, and a real wg-quick client must reach it.
+   A store of hostile-looking but valid values (peer BULWARK_EOF, names with + and =, a 215-character
+   server name, IPv6) goes through `bulwark deploy terraform` and Terraform's templatefile
+   (tests/tfharness.py; emulated where Terraform is not installed), and its first boot runs exactly
+   the bootstrap's own commands and writes exactly its own files.
 2. The container: the image's ENTRYPOINT, CMD and ENV read from the repository's Dockerfile, run in
    a root file system assembled as Docker would (host's /usr and /etc read-only, the image's
    /opt/bulwark, /config bind-mounted, private /run and /tmp, Docker's /dev, read-only /proc/sys,
@@ -33,7 +37,9 @@ from pathlib import Path
 import pytest
 
 from bulwark_vpn.deploy import DeployOptions, render_cloud_init
+from tests import tfharness
 from tests.fakes import IMDS_ADDRESS, FakeImds, serve_imds, write_shims
+from tests.helpers import bulwark
 from tests.netns import Netns, NetnsFactory, veth
 
 REPO = Path(__file__).resolve().parents[1]
@@ -298,6 +304,85 @@ def test_ec2_first_boot_brings_bulwark_up_under_systemd_with_the_imds_address(
         finally:
             instance.shut_down()
     assert _fingerprint(BOOTSTRAP_WRITES) == host_before, "the host's own files were left alone"
+
+
+# --- 1b. a hostile-looking store, through Terraform -----------------------------------------------------
+
+# Valid values chosen to look like trouble: the old heredoc terminator as a peer, + and = (legal in names),
+# a leading = and +, a lone _, a numbered peer, a 63-character name; a 215-character server name of
+# 34 labels with '-'; IPv6 tunnel subnet and DNS; several AllowedIPs.
+HOSTILE_PEERS = ("BULWARK_EOF", "a+b=c", "x.y-z", "=eq", "+plus", "_", "peer7", "P" * 63)
+HOSTILE_URL = ".".join(f"l{i:02d}-x" for i in range(34)) + ".example.com"
+HOSTILE_SETTINGS = ("--server-url", HOSTILE_URL, "--subnet", "10.44.0.0/22", "--subnet6", "fd44:44:44::/64",
+                    "--peer-dns", "1.1.1.1,2606:4700:4700::1111", "--allowed-ips", "0.0.0.0/0, ::/0, 192.168.7.0/24")
+# What the bootstrap's `set -x` must show: its own commands, nothing else.
+EXPECTED_TRACE = [
+    "+ export DEBIAN_FRONTEND=noninteractive",
+    "+ apt-get update",
+    "+ apt-get install -y --no-install-recommends python3-venv wireguard-tools wireguard-go nftables iproute2",
+    "+ python3 -m venv /opt/bulwark",
+    "+ /opt/bulwark/bin/pip install --no-cache-dir --upgrade bulwark-vpn==0.1.0",
+    "+ mkdir -p /usr/local/bin",
+    "+ ln -sf /opt/bulwark/bin/bulwark /usr/local/bin/bulwark",
+    "+ install -d -m 0700 /etc/bulwark",
+    "+ sysctl -p /etc/sysctl.d/90-bulwark.conf",
+    "+ systemctl daemon-reload",
+    f"+ systemctl enable --now {UNIT}",
+]
+EXPECTED_SHIM_CALLS = [
+    ["apt-get", "update"],
+    ["apt-get", "install", "-y", "--no-install-recommends", "python3-venv", "wireguard-tools", "wireguard-go",
+     "nftables", "iproute2"],
+    ["systemctl", "daemon-reload"],
+    ["systemctl", "enable", "--now", UNIT],
+]
+EXPECTED_FILES = {"/etc/default/bulwark", f"/etc/systemd/system/{UNIT}",
+                  f"/etc/systemd/system/multi-user.target.wants/{UNIT}", "/etc/sysctl.d/90-bulwark.conf",
+                  "/etc/resolv.conf", "/usr/local/sbin/bulwark-bootstrap", "/usr/local/bin/bulwark"}
+
+
+def test_ec2_first_boot_of_a_hostile_looking_store_runs_only_its_own_commands(
+    ec2: tuple[Netns, Netns, Netns], netns_factory: NetnsFactory, wheelhouse: Path
+) -> None:
+    instance_ns, _vpc, _client = ec2
+    store, bundle = netns_factory.tmpdir() / "store", netns_factory.tmpdir() / "aws"
+    bulwark("init", "--config-dir", str(store), "--peers", ",".join(HOSTILE_PEERS), *HOSTILE_SETTINGS)
+    bulwark("deploy", "terraform", "--config-dir", str(store), "--out", str(bundle))
+    user_data = tfharness.user_data(bundle, netns_factory.tmpdir() / "tf")
+    imds = FakeImds(public_ipv4=ELASTIC_IP)
+    with serve_imds(imds, IMDS_ADDRESS, 80, netns=instance_ns.name):
+        instance = boot_instance(instance_ns, netns_factory.tmpdir(), user_data, wheelhouse)
+        try:
+            _wait_for(lambda: instance.bootstrap_rc() is not None or instance.holder.poll() is not None, 120,
+                      "the bootstrap script to finish",
+                      lambda: _read(instance.root / "setup.err") + instance.logs())
+            assert instance.bootstrap_rc() == 0, instance.logs()
+            # Nothing but the bootstrap's own commands ran, and only its own files were written.
+            assert instance.trace() == EXPECTED_TRACE, instance.logs()
+            assert instance.shim_calls() == EXPECTED_SHIM_CALLS
+            assert {p for p in instance.written() if not p.startswith("/etc/bulwark/")} == EXPECTED_FILES
+
+            listed: list[str] = []
+
+            def peers_up() -> bool:
+                assert not instance.path(f"/run/systemd-shim/{UNIT}.result").exists(), instance.logs()
+                shown = instance.run("/usr/local/bin/bulwark", "peer", "list", "--json")
+                listed[:] = [p["name"] for p in json.loads(shown.stdout)] if shown.returncode == 0 else []
+                return len(listed) == len(HOSTILE_PEERS)
+
+            _wait_for(peers_up, 30, "bulwark up under systemd with its peers", instance.logs)
+            assert listed == list(HOSTILE_PEERS)
+            # The service read each value back whole from the environment file (one variable per line).
+            environ = Path(f"/proc/{instance.service_pid()}/environ").read_bytes().decode().split("\0")
+            env = dict(item.split("=", 1) for item in environ if "=" in item)
+            assert env["PEERS"] == ",".join(HOSTILE_PEERS) and env["SERVERURL"] == HOSTILE_URL
+            assert env["PEERDNS"] == "1.1.1.1,2606:4700:4700::1111" and env["INTERNAL_SUBNET6"] == "fd44:44:44::/64"
+            assert env["ALLOWEDIPS"] == "0.0.0.0/0, ::/0, 192.168.7.0/24, 10.0.0.0/16"
+            shown = instance.run("/usr/local/bin/bulwark", "peer", "show", "BULWARK_EOF")
+            assert _field(shown.stdout, "Endpoint") == f"{HOSTILE_URL}:51820", shown.stderr
+            assert imds.requests == [], "a set SERVERURL is used as given: nothing is discovered"
+        finally:
+            instance.shut_down()
 
 
 # --- 2. the container ------------------------------------------------------------------------------------
