@@ -204,6 +204,7 @@ def test_unknown_override_is_refused() -> None:
         ({"storage": "secret"}, "storage 'secret' needs the /config files"),
         ({"storage": "secret", "secret_files": {"../etc/x": "y"}}, "invalid secret file path: '../etc/x'"),
         ({"namespace": "Bad_NS"}, "invalid Kubernetes namespace: 'Bad_NS'"),
+        ({"name": "7edge"}, "invalid Kubernetes name: '7edge'"),
         ({"resources": Resources(cpu_limit="lots")}, "invalid resource quantity (cpu_limit): 'lots'"),
         ({"test_peer": "ghost"}, "unknown test peer: 'ghost'"),
         ({"subnet4": "224.0.0.0/24"}, "invalid IPv4 subnet: '224.0.0.0/24'"),
@@ -324,6 +325,13 @@ def test_renderers_refuse_a_line_break_even_around_the_parsers(field_name: str, 
     with pytest.raises(RenderError) as info:
         GUARDED[target](opts)
     assert "\n" not in str(info.value) and info.value.exit_code == 2
+
+
+def test_the_template_refuses_a_value_that_looks_like_its_placeholder() -> None:
+    opts = DeployOptions.from_settings(Settings(), peers=("leo_mac",))
+    object.__setattr__(opts, "server_url", "@@bulwark:peers@@")
+    with pytest.raises(RenderError, match="placeholder marker"):
+        render_terraform(opts)
 
 
 def test_renderers_refuse_values_from_a_subclass_that_skips_the_parsers() -> None:

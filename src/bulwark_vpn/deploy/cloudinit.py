@@ -15,7 +15,7 @@ import re
 import shlex
 
 from bulwark_vpn.deploy import _yaml
-from bulwark_vpn.deploy._guard import check_line, guarded, option_values
+from bulwark_vpn.deploy._guard import check_line, guarded
 from bulwark_vpn.deploy.options import PACKAGE_NAME, DeployOptions, internal_subnet_value, peers_env_value
 from bulwark_vpn.deploy.systemd import UNIT_NAME, render_environment_file, render_unit
 from bulwark_vpn.errors import RenderError
@@ -141,12 +141,13 @@ def render_cloud_init(opts: DeployOptions) -> str:
 @guarded
 def render_cloud_init_template(opts: DeployOptions) -> str:
     """The user-data as a Terraform templatefile: TEMPLATE_VARS left as `${name}`, other `${`/`%{` escaped."""
-    for path, value in option_values(opts):
-        if isinstance(value, str) and "@@" in value:
-            raise RenderError(f"refusing to render deploy option {path} into a template", value,
-                              "'@@' marks the template's own placeholders")
     sentinels = {name: _SENTINEL.format(name) for name in TEMPLATE_VARS}
-    text = _user_data(opts, sentinels).replace("${", "$${").replace("%{", "%%{")
+    text = _user_data(opts, sentinels)
+    # Each placeholder is used once: a value rendered into the user-data that looked like one is refused.
+    if text.count(_SENTINEL.format("")[:-2]) != len(sentinels) or any(text.count(s) != 1 for s in sentinels.values()):
+        raise RenderError("refusing to render a value into the user-data template", _SENTINEL.format("..."),
+                          "a deploy value holds the template's own placeholder marker")
+    text = text.replace("${", "$${").replace("%{", "%%{")
     for name, sentinel in sentinels.items():
         text = text.replace(sentinel, "${" + name + "}")
     return text

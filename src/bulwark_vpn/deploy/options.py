@@ -237,11 +237,13 @@ def internal_subnet_value(subnet: ipaddress.IPv4Network) -> str:
 # --- the deploy-only kinds -------------------------------------------------------------------------------
 
 
-def parse_kubernetes_name(value: object, what: str, longest: int = 63) -> str:
-    """An RFC 1123 label (Kubernetes object names, namespaces, StorageClass names, container names)."""
-    hint = f"use lower-case letters, digits and '-', at most {longest} characters, e.g. bulwark"
+def parse_kubernetes_name(value: object, what: str, longest: int = 63, letter_first: bool = False) -> str:
+    """An RFC 1123 label (namespaces, StorageClass names, container names); with `letter_first` an RFC 1035
+    label, as Service names must be (their environment variables, NAME_SERVICE_HOST, start with it)."""
+    first = "a lower-case letter" if letter_first else "a letter or digit"
+    hint = f"use lower-case letters, digits and '-', starting with {first}, at most {longest} characters, e.g. bulwark"
     text = require_ascii_token(value, what, hint, _KUBERNETES_NAME)
-    if len(text) > longest:
+    if len(text) > longest or (letter_first and not text[0].isalpha()):
         raise InputError(f"invalid {what}", value, hint)
     return text
 
@@ -347,7 +349,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
                                   and v.startswith("/") else parse_relative_path(v, "host config folder")),
     "build_context": lambda v: (parse_absolute_path(v, "build context") if isinstance(v, str)
                                 and v.startswith("/") else parse_relative_path(v, "build context")),
-    "name": lambda v: parse_kubernetes_name(v, "Kubernetes name", 40),
+    "name": lambda v: parse_kubernetes_name(v, "Kubernetes name", 40, letter_first=True),
     "namespace": lambda v: parse_kubernetes_name(v, "Kubernetes namespace", 40),
     "service_type": lambda v: parse_choice(v, SERVICE_TYPES, "service type"),
     "node_port": lambda v: parse_int(v, 30000, 32767, "nodePort", "the NodePort range"),
