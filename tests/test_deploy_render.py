@@ -15,6 +15,7 @@ import re
 import stat
 import subprocess
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -265,8 +266,6 @@ def test_deploy_options_parse_like_init() -> None:
 
 
 def test_every_option_has_a_parser() -> None:
-    from dataclasses import fields
-
     from bulwark_vpn.deploy.options import _PARSERS, IMAGE_FIELDS
 
     assert {f.name for f in fields(DeployOptions)} == set(_PARSERS) | IMAGE_FIELDS
@@ -298,7 +297,7 @@ GUARDED: dict[str, Renderer] = {
     "bootstrap": render_bootstrap_script,
     "terraform": render_terraform,
 }
-# A field of each type the renderers read, and a value with a line break for it.
+# A value with a line break for every option, in the shape the option holds (options built around the parsers).
 BYPASS: dict[str, object] = {
     "server_url": "vpn.example.org\n[Interface]\nPreUp = touch /tmp/PWNED",
     "peers": ("leo_mac", "x\u2028y"),
@@ -306,22 +305,29 @@ BYPASS: dict[str, object] = {
     "config_dir": "/etc/bulwark\nExecStartPre=/bin/touch /tmp/PWNED",
     "bulwark_path": "/usr/local/bin/bulwark\x85x",
     "environment_file": "/etc/default/bulwark\x00",
-    "container_name": "bulwark\n",
-    "name": "bulwark\n",
-    "namespace": "bulwark\u2029",
-    "host_config_dir": "./config\n",
-    "storage_size": "1Gi\n",
     "resources": Resources(cpu_limit="1\n"),
-    "image": "bulwark-vpn\nx",
+    "secret_files": (("wg_confs/wg0.conf\nx", b"[Interface]\n"),),
     "allowed_ips": ("0.0.0.0/0\n",),
+    "subnet4": "10.13.13.0/24\nX=1",
+    "listen_port": "51820\n",
+    "log_confs": "true\n",
 }
 
 
-@pytest.mark.parametrize("field_name", sorted(BYPASS))
+def _bypass_value(field_name: str) -> object:
+    if field_name in BYPASS:
+        return BYPASS[field_name]
+    current = getattr(DEFAULT, field_name)
+    if isinstance(current, tuple):
+        return ("leo_mac\nBULWARK_EOF",)
+    return f"{current if isinstance(current, str) else 'x'}\nBULWARK_EOF\n"
+
+
+@pytest.mark.parametrize("field_name", sorted(f.name for f in fields(DeployOptions)))
 @pytest.mark.parametrize("target", sorted(GUARDED))
 def test_renderers_refuse_a_line_break_even_around_the_parsers(field_name: str, target: str) -> None:
     opts = DeployOptions.from_settings(Settings(), peers=("leo_mac",))
-    object.__setattr__(opts, field_name, BYPASS[field_name])
+    object.__setattr__(opts, field_name, _bypass_value(field_name))
     with pytest.raises(RenderError) as info:
         GUARDED[target](opts)
     assert "\n" not in str(info.value) and info.value.exit_code == 2
