@@ -424,7 +424,8 @@ def _check_combinations(o: DeployOptions) -> None:
             "storage 'secret' needs the /config files to seed: pass secret_files, or use storage 'pvc'")
     _refuse(o.test_peer is None or o.test_peer in o.peers, "unknown test peer", o.test_peer,
             f"pick one of the peers ({','.join(o.peers)})")
-    _refuse((o.aws_vpc_id is None) == (o.aws_subnet_id is None), "invalid VPC id", o.aws_vpc_id or o.aws_subnet_id,
+    _refuse((o.aws_vpc_id is None) == (o.aws_subnet_id is None), "incomplete existing VPC",
+            o.aws_vpc_id or o.aws_subnet_id,
             "an existing VPC needs its public subnet: give both the VPC id and the subnet id, or neither")
     _refuse(o.aws_subnet_cidr.subnet_of(o.aws_vpc_cidr), "invalid subnet CIDR", str(o.aws_subnet_cidr),
             f"it must lie inside the VPC CIDR {o.aws_vpc_cidr}")
