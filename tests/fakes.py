@@ -10,6 +10,9 @@
   "cgroup" (every process in the service's mount namespace) that `systemctl stop` kills.
 - `read_only_except`: remount every file system read-only but a few paths, in a private mount
   namespace: ProtectSystem=strict, and the guard that keeps a simulated host off the real one's files.
+- `cloud-init`: a first boot's handling of #cloud-config user-data, done by cloud-init's own code (the
+  Debian package's `cloudinit` modules): `write_files` writes the files, `runcmd` becomes the script it
+  runs. With BULWARK_SHIM_LOG set, every shim call is recorded there (one JSON argv per line).
 
 The shims run as `/usr/bin/python3 -I tests/fakes.py TOOL ARGS...` under the system Python of a
 simulated host, so this module imports the standard library only.
@@ -18,6 +21,7 @@ simulated host, so this module imports the standard library only.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import re
 import secrets
@@ -211,6 +215,38 @@ def assert_private_mount_namespace(host_namespace: str) -> None:
     """Refuse to go on in the host's own mount namespace (`host_namespace`: its /proc/self/ns/mnt link)."""
     if os.readlink("/proc/self/ns/mnt") == host_namespace:
         raise SystemExit("refusing to remount: this is the host's mount namespace")
+
+
+# --- cloud-init -----------------------------------------------------------------------------------------
+
+# The modules our user-data may use; anything else would be a key the renderer did not mean to write.
+CLOUD_CONFIG_KEYS = frozenset({"write_files", "runcmd"})
+
+
+def cloud_init(user_data: str, scripts_dir: str) -> int:
+    """First boot: parse the user-data, write its files and run its runcmd, all with cloud-init's own code.
+
+    Runs under the system Python (the Debian cloud-init package); the runcmd script replaces this process.
+    """
+    from cloudinit import util  # the Debian package's, not a reimplementation
+    from cloudinit.config import cc_write_files
+
+    text = Path(user_data).read_text()
+    if not text.startswith("#cloud-config\n"):
+        print("cloud-init: user-data is not #cloud-config", file=sys.stderr)
+        return 1
+    config = util.load_yaml(text)
+    unknown = sorted(set(config) - CLOUD_CONFIG_KEYS)
+    if unknown:
+        print(f"cloud-init (simulated): modules this boot does not run: {', '.join(unknown)}", file=sys.stderr)
+        return 1
+    files = [f for f in config.get("write_files", []) if not util.get_cfg_option_bool(f, "defer", False)]
+    cc_write_files.write_files("write_files", files, "root:root")
+    script = Path(scripts_dir) / "runcmd"
+    util.write_file(str(script), util.shellify(config.get("runcmd", [])), 0o700)
+    sys.stdout.flush()
+    os.execv(str(script), [str(script)])  # noqa: S606 - cloud-init's scripts-user runs it the same way
+    return 1  # not reached
 
 
 # --- PATH shims ----------------------------------------------------------------------------------------
@@ -642,8 +678,19 @@ def systemctl(args: Sequence[str]) -> int:
     return 1
 
 
+def _record(argv: Sequence[str]) -> None:
+    log = os.environ.get("BULWARK_SHIM_LOG")
+    if log:
+        with open(log, "a") as handle:
+            handle.write(json.dumps(list(argv)) + "\n")
+
+
 def main(argv: Sequence[str]) -> int:
     tool, args = argv[0], argv[1:]
+    if tool in SHIMS:
+        _record(argv)
+    if tool == "cloud-init":
+        return cloud_init(args[0], args[1])
     if tool == "apt-get":
         return apt_get(args)
     if tool == "systemctl":

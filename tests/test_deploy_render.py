@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import configparser
 import ipaddress
+import json
 import os
+import re
 import stat
 import subprocess
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +37,8 @@ from bulwark_vpn.deploy import (
 from bulwark_vpn.deploy.cloudinit import fill_template, template_values
 from bulwark_vpn.deploy.kubernetes import SKIP_REASONS
 from bulwark_vpn.deploy.options import peers_env_value
-from bulwark_vpn.errors import InputError
+from bulwark_vpn.deploy.terraform import TEMPLATE_PATTERNS
+from bulwark_vpn.errors import InputError, RenderError
 from bulwark_vpn.model import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -195,9 +199,11 @@ def test_unknown_override_is_refused() -> None:
     ("changes", "message"),
     [
         ({"peers": "ok,bad name"}, "invalid peer name: 'bad name'"),
-        ({"peers": "a,a"}, "duplicate peer name"),
+        ({"peers": "a,a"}, "invalid PEERS: 'a': each peer may be listed once"),
+        ({"peers": "-x"}, "invalid peer name: '-x'"),
         ({"server_url": "vpn example"}, "invalid server URL: 'vpn example'"),
-        ({"advertised_port": 70000}, "invalid advertised port: '70000'"),
+        ({"advertised_port": 70000}, "invalid advertised port (SERVERPORT): '70000'"),
+        ({"advertised_port": "+5"}, "invalid advertised port (SERVERPORT): '+5'"),
         ({"listen_port": 443}, "invalid listen port: '443'"),
         ({"image_tag": "bad tag"}, "invalid image tag: 'bad tag'"),
         ({"image_digest": "sha256:xyz"}, "invalid image digest: 'sha256:xyz'"),
@@ -207,21 +213,35 @@ def test_unknown_override_is_refused() -> None:
         ({"storage": "secret"}, "storage 'secret' needs the /config files"),
         ({"storage": "secret", "secret_files": {"../etc/x": "y"}}, "invalid secret file path: '../etc/x'"),
         ({"namespace": "Bad_NS"}, "invalid Kubernetes namespace: 'Bad_NS'"),
-        ({"resources": Resources(cpu_limit="lots")}, "invalid resource quantity: 'lots'"),
+        ({"name": "7edge"}, "invalid Kubernetes name: '7edge'"),
+        ({"resources": Resources(cpu_limit="lots")}, "invalid resource quantity (cpu_limit): 'lots'"),
         ({"test_peer": "ghost"}, "unknown test peer: 'ghost'"),
-        ({"subnet4": "10.1.2.3/24"}, "invalid internal subnet: '10.1.2.3/24'"),
-        ({"subnet6": "10.0.0.0/24"}, "expected an IPv6 network"),
-        ({"allowed_ips": ""}, "invalid allowed IPs"),
+        ({"subnet4": "224.0.0.0/24"}, "invalid IPv4 subnet: '224.0.0.0/24'"),
+        ({"subnet6": "10.0.0.0/24"}, "invalid IPv6 subnet: '10.0.0.0/24'"),
+        ({"subnet6": "fe80::1%x/64"}, "invalid IPv6 subnet: 'fe80::1%x/64'"),
+        ({"allowed_ips": ""}, "invalid ALLOWEDIPS: ''"),
+        ({"allowed_ips": "10.0.0.0/8\n"}, "invalid ALLOWEDIPS: '10.0.0.0/8\\n'"),
         ({"wheel_url": "http://x/y.whl"}, "invalid wheel URL: 'http://x/y.whl'"),
         ({"wheel_url": "https://x/y'.whl"}, "invalid wheel URL"),
+        ({"wheel_url": "https://x/${y}.whl"}, "invalid wheel URL"),
         ({"bulwark_path": "bulwark"}, "invalid bulwark path: 'bulwark'"),
         ({"aws_vpc_id": "vpc-0123456789abcdef0"}, "give both the VPC id and the subnet id"),
         ({"aws_vpc_id": "subnet-0123456789abcdef0", "aws_subnet_id": "subnet-0123456789abcdef0"}, "invalid VPC id"),
         ({"aws_subnet_cidr": "10.9.0.0/24"}, "must lie inside the VPC CIDR"),
         ({"aws_ssh_cidr": "198.51.100.0/24"}, "SSH access needs a key"),
+        ({"aws_region": "eu-west-2\n"}, "invalid AWS region: 'eu-west-2\\n'"),
         ({"aws_ssh_public_key": "not a key"}, "invalid SSH public key"),
         ({"aws_ssh_public_key": SSH_KEY + " ${evil}"}, "invalid SSH public key"),
-        ({"peer_dns": 'x"y'}, "invalid peer DNS"),
+        ({"peer_dns": 'x"y'}, "invalid PEERDNS entry: 'x\"y'"),
+        ({"peer_dns": "fe80::1%eth0"}, "invalid PEERDNS entry: 'fe80::1%eth0'"),
+        ({"server_url": "fe80::1%x\n[Interface]"}, "invalid server URL: 'fe80::1%x\\n[Interface]'"),
+        ({"container_name": "bulwark\n"}, "invalid container name: 'bulwark\\n'"),
+        ({"host_config_dir": "/srv/a:/etc"}, "invalid host config folder: '/srv/a:/etc'"),
+        ({"config_dir": "/etc/bulwark %i"}, "invalid config folder: '/etc/bulwark %i'"),
+        ({"node_port": "+31000", "service_type": "NodePort"}, "invalid nodePort: '+31000'"),
+        ({"service_type": "loadbalancer"}, "invalid service type: 'loadbalancer'"),
+        ({"keepalive_peers": "a b"}, "invalid peer name: 'a b'"),
+        ({"test_client": "maybe"}, "invalid test client: 'maybe'"),
     ],
 )
 def test_bad_options_raise_one_line_input_errors(changes: dict[str, Any], message: str) -> None:
@@ -238,9 +258,108 @@ def test_peers_env_value_uses_a_count_for_numbered_peers() -> None:
     assert DeployOptions(peers=3).peers == ("peer1", "peer2", "peer3")
 
 
+def test_deploy_options_parse_like_init() -> None:
+    """The same parsers as `init`: bare numbers are numbered peers, CIDRs lose their host bits, PEERDNS is
+    canonical, ports and booleans may be text."""
+    opts = DeployOptions(peers="3, leo_mac,a+b=c", keepalive_peers="all", test_peer="3", subnet4="10.1.2.3/24",
+                         allowed_ips="10.0.0.1/8, ::/0", peer_dns="1.1.1.1, 9.9.9.9", advertised_port="51821",
+                         log_confs="yes", test_client="false")
+    assert opts.peers == ("peer3", "leo_mac", "a+b=c") and opts.test_peer == "peer3"
+    assert str(opts.subnet4) == "10.1.2.0/24"
+    assert [str(n) for n in opts.allowed_ips] == ["10.0.0.0/8", "::/0"]
+    assert (opts.peer_dns, opts.advertised_port, opts.log_confs, opts.test_client) == ("1.1.1.1,9.9.9.9", 51821,
+                                                                                         True, False)
+    assert DeployOptions(peers=("2", 5)).peers == ("peer2", "peer5")
+    assert DeployOptions(subnet4="10.20.0.0").subnet4 == ipaddress.IPv4Network("10.20.0.0/24")
+
+
+def test_every_option_has_a_parser() -> None:
+    from bulwark_vpn.deploy.options import _PARSERS, IMAGE_FIELDS
+
+    assert {f.name for f in fields(DeployOptions)} == set(_PARSERS) | IMAGE_FIELDS
+
+
 def test_image_reference_prefers_the_digest() -> None:
     assert DEFAULT.image_ref == "bulwark-vpn:0.1.0"
     assert CUSTOM.image_ref == "registry.example.org/net/bulwark-vpn@sha256:" + "ab" * 32
+
+
+def test_secret_keys_encode_what_a_secret_key_cannot_hold() -> None:
+    files = {"peer_a+b=c/peer_a+b=c.conf": "x", "wg_confs/wg0.conf": "y"}
+    opts = DEFAULT.with_changes(storage="secret", secret_files=files)
+    secret = _k8s_objects(opts)["Secret/bulwark-config"]
+    assert set(secret["data"]) == {"peer_a-x2b-b-x3d-c__peer_a-x2b-b-x3d-c.conf", "wg_confs__wg0.conf"}
+    # The seed script installs each key at its path (the volume has no items: podman before 4.5 ignores them).
+    deployment = _k8s_objects(opts)["Deployment/bulwark"]["spec"]["template"]["spec"]
+    assert "items" not in deployment["volumes"][-1]["secret"]
+    seed = next(c["command"][-1] for c in deployment["initContainers"] if c["name"] == "seed-config")
+    assert "/seed/peer_a-x2b-b-x3d-c__peer_a-x2b-b-x3d-c.conf /config/peer_a+b=c/peer_a+b=c.conf" in seed
+    with pytest.raises(InputError, match="map to the same Secret key"):
+        DEFAULT.with_changes(storage="secret", secret_files={"a+b": "x", "a-x2b-b": "y"})
+
+
+# --- the renderers' own guard (options built around the parsers) ---------------------------------------
+
+GUARDED: dict[str, Renderer] = {
+    "docker": render_docker,
+    "kubernetes": render_kubernetes,
+    "systemd": render_systemd,
+    "cloud-init": render_cloud_init,
+    "bootstrap": render_bootstrap_script,
+    "terraform": render_terraform,
+}
+# A value with a line break for every option, in the shape the option holds (options built around the parsers).
+BYPASS: dict[str, object] = {
+    "server_url": "vpn.example.org\n[Interface]\nPreUp = touch /tmp/PWNED",
+    "peers": ("leo_mac", "x\u2028y"),
+    "peer_dns": "1.1.1.1\rPOSTUP=x",
+    "config_dir": "/etc/bulwark\nExecStartPre=/bin/touch /tmp/PWNED",
+    "bulwark_path": "/usr/local/bin/bulwark\x85x",
+    "environment_file": "/etc/default/bulwark\x00",
+    "resources": Resources(cpu_limit="1\n"),
+    "secret_files": (("wg_confs/wg0.conf\nx", b"[Interface]\n"),),
+    "allowed_ips": ("0.0.0.0/0\n",),
+    "subnet4": "10.13.13.0/24\nX=1",
+    "listen_port": "51820\n",
+    "log_confs": "true\n",
+}
+
+
+def _bypass_value(field_name: str) -> object:
+    if field_name in BYPASS:
+        return BYPASS[field_name]
+    current = getattr(DEFAULT, field_name)
+    if isinstance(current, tuple):
+        return ("leo_mac\nBULWARK_EOF",)
+    return f"{current if isinstance(current, str) else 'x'}\nBULWARK_EOF\n"
+
+
+@pytest.mark.parametrize("field_name", sorted(f.name for f in fields(DeployOptions)))
+@pytest.mark.parametrize("target", sorted(GUARDED))
+def test_renderers_refuse_a_line_break_even_around_the_parsers(field_name: str, target: str) -> None:
+    opts = DeployOptions.from_settings(Settings(), peers=("leo_mac",))
+    object.__setattr__(opts, field_name, _bypass_value(field_name))
+    with pytest.raises(RenderError) as info:
+        GUARDED[target](opts)
+    assert "\n" not in str(info.value) and info.value.exit_code == 2
+
+
+def test_the_template_refuses_a_value_that_looks_like_its_placeholder() -> None:
+    opts = DeployOptions.from_settings(Settings(), peers=("leo_mac",))
+    object.__setattr__(opts, "server_url", "@@bulwark:peers@@")
+    with pytest.raises(RenderError, match="placeholder marker"):
+        render_terraform(opts)
+
+
+def test_renderers_refuse_values_from_a_subclass_that_skips_the_parsers() -> None:
+    class Unchecked(DeployOptions):
+        def __post_init__(self) -> None:
+            pass
+
+    for target, renderer in GUARDED.items():
+        with pytest.raises(RenderError, match="deploy option server_url"):
+            renderer(Unchecked(server_url="x\n[Interface]", peers=("a",)))
+        assert renderer(Unchecked(peers=("a",))), target
 
 
 # --- write_bundle ----------------------------------------------------------------------------------------
@@ -496,6 +615,35 @@ def test_user_data_template_filled_like_terraform_equals_render_cloud_init() -> 
         assert fill_template(template, template_values(opts)) == render_cloud_init(opts)
 
 
+def _re2(pattern: str) -> re.Pattern[str]:
+    """A Terraform (RE2) pattern for Python's re: RE2's `$` without (?m) is the very end, Python's `\\Z`."""
+    return re.compile(pattern.replace("$", r"\Z"))
+
+
+def test_terraform_template_variables_are_validated_like_the_parsers() -> None:
+    for opts in (DEFAULT, CUSTOM_AWS):
+        variables = _variables(opts)
+        text = render_terraform(opts)["variables.tf"]
+        for name, pattern in TEMPLATE_PATTERNS.items():
+            block = text[text.index(f'variable "{name}"'):]
+            block = block[: block.index("\n}\n")]
+            assert f"can(regex({json.dumps(pattern)}, " in block, name
+            default = variables[name]["default"]
+            for value in default if isinstance(default, list) else [default]:
+                assert value is None or _re2(pattern).search(value), (name, value)
+    valid = {"peers": ["7", "BULWARK_EOF,a+b=c,x.y-z,=eq,+plus,_", ""],
+             "internal_subnet": ["10.13.13.0", "10.8.0.0/16"],
+             "peer_dns": ["auto", "", "1.1.1.1,2606:4700:4700::1111"], "allowed_ips": ["0.0.0.0/0", "fd00::/8"],
+             "wheel_url": ["https://[2001:db8::1]:8443/w.whl?sig=a%2F&x=1"], "bulwark_version": ["0.1.0", "1.0rc1"]}
+    for name, values in valid.items():
+        for value in values:
+            assert _re2(TEMPLATE_PATTERNS[name]).search(value), (name, value)
+    for name, pattern in TEMPLATE_PATTERNS.items():
+        for bad in ("\n", "\r", "\x85", "\u2028", "\u2029", "\x00", '"', "'", "$", "`", "\\", " ", "${x}", "%{x}", "#"):
+            assert not _re2(pattern).search("1" + bad), (name, bad)
+            assert not _re2(pattern).search("auto" + bad), (name, bad)
+
+
 def test_fill_template_unescapes_literal_interpolations() -> None:
     assert fill_template("$${HOME} %%{x} ${a}", {"a": "${b}"}) == "${HOME} %{x} ${b}"
 
@@ -503,11 +651,21 @@ def test_fill_template_unescapes_literal_interpolations() -> None:
 # --- cloud-init and the bootstrap -----------------------------------------------------------------------
 
 
-def test_cloud_init_runs_the_bootstrap() -> None:
+def _write_files(opts: DeployOptions) -> dict[str, dict[str, str]]:
+    return {entry["path"]: entry for entry in yaml.safe_load(render_cloud_init(opts))["write_files"]}
+
+
+def test_cloud_init_writes_the_files_then_runs_the_bootstrap() -> None:
     doc = yaml.safe_load(render_cloud_init(DEFAULT))
-    (entry,) = doc["write_files"]
-    assert entry["content"] == render_bootstrap_script(DEFAULT)
-    assert doc["runcmd"] == [[entry["path"]]]
+    files = _write_files(DEFAULT)
+    assert list(files) == ["/etc/default/bulwark", "/etc/systemd/system/bulwark.service",
+                           "/etc/sysctl.d/90-bulwark.conf", "/usr/local/sbin/bulwark-bootstrap"]
+    assert files["/usr/local/sbin/bulwark-bootstrap"]["content"] == render_bootstrap_script(DEFAULT)
+    assert files["/usr/local/sbin/bulwark-bootstrap"]["permissions"] == "0700"
+    assert files["/etc/systemd/system/bulwark.service"]["content"] == render_systemd(DEFAULT)["bulwark.service"]
+    env = files["/etc/default/bulwark"]["content"]
+    assert 'SERVERURL="auto"' in env and 'ALLOWEDIPS="0.0.0.0/0, ::/0, 10.0.0.0/16"' in env
+    assert doc["runcmd"] == [["/usr/local/sbin/bulwark-bootstrap"]]
     assert render_cloud_init(DEFAULT).startswith("#cloud-config\n")
 
 
@@ -515,16 +673,15 @@ def test_bootstrap_installs_bulwark_and_enables_the_unit() -> None:
     script = render_bootstrap_script(DEFAULT)
     subprocess.run(["sh", "-n"], input=script, text=True, check=True)
     assert "pip install --no-cache-dir --upgrade 'bulwark-vpn==0.1.0'" in script
-    assert 'SERVERURL="auto"' in script
-    assert 'ALLOWEDIPS="0.0.0.0/0, ::/0, 10.0.0.0/16"' in script
-    assert render_systemd(DEFAULT)["bulwark.service"] in script
+    assert "<<" not in script and "cat >" not in script  # files come from write_files, never a heredoc
     assert script.rstrip().endswith("systemctl enable --now bulwark.service")
 
 
 def test_bootstrap_installs_a_given_wheel() -> None:
     script = render_bootstrap_script(CUSTOM_AWS)
     assert "'https://files.example.org/bulwark_vpn-0.1.0-py3-none-any.whl'" in script
-    assert 'ALLOWEDIPS="10.0.0.0/8, 192.168.0.0/16, 172.31.0.0/16"' in script
+    env = _write_files(CUSTOM_AWS)["/etc/bulwark.env"]["content"]
+    assert 'ALLOWEDIPS="10.0.0.0/8, 192.168.0.0/16, 172.31.0.0/16"' in env
     assert "ln -sf" not in script  # ExecStart already points into the venv
     subprocess.run(["sh", "-n"], input=script, text=True, check=True)
 

@@ -1,12 +1,17 @@
 """Issue 4's two deployments, simulated for real in network namespaces.
 
-1. An EC2 instance's first boot: the rendered bootstrap script runs as cloud-init would run it, in a
-   namespace that plays the instance (its own /run, /tmp, /opt, and /etc and /usr/local as overlays,
-   everything else read-only, so the host is never modified). Offline stand-ins replace what cannot
-   work here: a wheelhouse for pip, `apt-get` and `systemctl` shims (tests/fakes.py; the systemctl
-   shim applies the unit's environment and sandbox as systemd would), and a fake IMDSv2 on
-   169.254.169.254. Bulwark must come up under its systemd unit with SERVERURL=auto resolved
-   through IMDSv2 to the Elastic IP, and a real wg-quick client must reach it.
+1. An EC2 instance's first boot: the rendered user-data is handled by cloud-init's own code (its
+   write_files writes the unit, the environment file, the sysctls and the bootstrap script; its runcmd
+   runs the bootstrap), in a namespace that plays the instance (its own /run, /tmp, /opt, and /etc and
+   /usr/local as overlays, everything else read-only, so the host is never modified). Offline
+   stand-ins replace what cannot work here: a wheelhouse for pip, `apt-get` and `systemctl` shims
+   (tests/fakes.py; the systemctl shim applies the unit's environment and sandbox as systemd would),
+   and a fake IMDSv2 on 169.254.169.254. Bulwark must come up under its systemd unit with
+   SERVERURL=auto resolved through IMDSv2 to the Elastic IP, and a real wg-quick client must reach it.
+   A store of hostile-looking but valid values (peer BULWARK_EOF, names with + and =, a 215-character
+   server name, IPv6) goes through `bulwark deploy terraform` and Terraform's templatefile
+   (tests/tfharness.py; emulated where Terraform is not installed), and its first boot runs exactly
+   the bootstrap's own commands and writes exactly its own files.
 2. The container: the image's ENTRYPOINT, CMD and ENV read from the repository's Dockerfile, run in
    a root file system assembled as Docker would (host's /usr and /etc read-only, the image's
    /opt/bulwark, /config bind-mounted, private /run and /tmp, Docker's /dev, read-only /proc/sys,
@@ -31,8 +36,10 @@ from pathlib import Path
 
 import pytest
 
-from bulwark_vpn.deploy import DeployOptions, render_bootstrap_script
+from bulwark_vpn.deploy import DeployOptions, render_cloud_init
+from tests import tfharness
 from tests.fakes import IMDS_ADDRESS, FakeImds, serve_imds, write_shims
+from tests.helpers import bulwark
 from tests.netns import Netns, NetnsFactory, veth
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,9 +106,10 @@ ADMIN_ENV = (f"PATH={DEFAULT_PATH}", "BULWARK_CONFIG_DIR=/etc/bulwark")  # an ad
 
 
 # Where the bootstrap writes (and the instance's resolv.conf): the host's own must stay untouched.
-BOOTSTRAP_WRITES = ("/opt/bulwark", "/usr/local/bin/bulwark", "/etc/bulwark", "/etc/default/bulwark",
-                    f"/etc/systemd/system/{UNIT}", f"/etc/systemd/system/multi-user.target.wants/{UNIT}",
-                    "/etc/sysctl.d/90-bulwark.conf", "/etc/resolv.conf")
+BOOTSTRAP_WRITES = ("/opt/bulwark", "/usr/local/bin/bulwark", "/usr/local/sbin/bulwark-bootstrap", "/etc/bulwark",
+                    "/etc/default/bulwark", f"/etc/systemd/system/{UNIT}",
+                    f"/etc/systemd/system/multi-user.target.wants/{UNIT}", "/etc/sysctl.d/90-bulwark.conf",
+                    "/etc/resolv.conf")
 
 
 def _fingerprint(paths: tuple[str, ...]) -> dict[str, tuple[int, int, int] | None]:
@@ -132,6 +140,23 @@ class Ec2Instance:
         return subprocess.run(["nsenter", f"--target={self.holder.pid}", "--mount", "--net", "--",
                                "env", "-i", *ADMIN_ENV, *argv], capture_output=True, text=True, timeout=timeout,
                               check=False)
+
+    def trace(self) -> list[str]:
+        """The commands the bootstrap ran, as its `set -x` wrote them to the log."""
+        return [line for line in _read(self.root / "bootstrap.log").splitlines() if line.startswith("+ ")]
+
+    def shim_calls(self) -> list[list[str]]:
+        """Every apt-get and systemctl call made during the boot, in order."""
+        log = self.root / "shims.log"
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+    def written(self) -> set[str]:
+        """Files and links the boot left in /etc and /usr/local (their overlays' upper layers)."""
+        out = set()
+        for layer, base in (("etc", "/etc"), ("local", "/usr/local")):
+            upper = self.root / f"{layer}.upper"
+            out |= {f"{base}/{p.relative_to(upper)}" for p in upper.rglob("*") if p.is_file() or p.is_symlink()}
+        return out
 
     def bootstrap_rc(self) -> int | None:
         rc = self.root / "bootstrap.rc"
@@ -164,9 +189,9 @@ def _read(path: Path) -> str:
         return f"({exc})"
 
 
-def boot_instance(ns: Netns, root: Path, script: str, wheelhouse: Path) -> Ec2Instance:
-    """Lay out the instance's own file systems, run `script` as cloud-init would, keep the instance."""
-    (root / "bootstrap.sh").write_text(script)
+def boot_instance(ns: Netns, root: Path, user_data: str, wheelhouse: Path) -> Ec2Instance:
+    """Lay out the instance's own file systems, boot it with `user_data` as cloud-init would, keep it."""
+    (root / "user-data.yaml").write_text(user_data)
     shutil.copy(FAKES, root / "fakes.py")
     write_shims(root / "bin", script=f"{SIM}/fakes.py")
     for layer in ("etc", "local"):
@@ -175,7 +200,7 @@ def boot_instance(ns: Netns, root: Path, script: str, wheelhouse: Path) -> Ec2In
     (root / "wheelhouse").mkdir()
     # cloud-init's environment, plus pip pointed at the wheelhouse instead of the package index.
     env = {"PATH": f"{SIM}/bin:{DEFAULT_PATH}", "HOME": "/root", "LANG": "C.UTF-8",
-           **_offline_pip(f"{SIM}/wheelhouse")}
+           "BULWARK_SHIM_LOG": f"{SIM}/shims.log", **_offline_pip(f"{SIM}/wheelhouse")}
     setup = (
         "set -eu\n"
         + _guard()
@@ -194,8 +219,8 @@ def boot_instance(ns: Netns, root: Path, script: str, wheelhouse: Path) -> Ec2In
         "printf 'nameserver 127.0.0.1\\n' > /etc/resolv.conf\n"
         "cd /\n"
         "rc=0\n"
-        f"env -i {shlex.join(f'{k}={v}' for k, v in env.items())} /bin/sh {SIM}/bootstrap.sh"
-        f" > {SIM}/bootstrap.log 2>&1 || rc=$?\n"
+        f"env -i {shlex.join(f'{k}={v}' for k, v in env.items())} /usr/bin/python3 -I {SIM}/fakes.py cloud-init"
+        f" {SIM}/user-data.yaml {SIM} > {SIM}/bootstrap.log 2>&1 || rc=$?\n"
         f"echo $rc > {SIM}/bootstrap.rc\n"
         "exec sleep infinity\n"
     )
@@ -229,7 +254,7 @@ def test_ec2_first_boot_brings_bulwark_up_under_systemd_with_the_imds_address(
     imds = FakeImds(public_ipv4=ELASTIC_IP)
     host_before = _fingerprint(BOOTSTRAP_WRITES)
     with serve_imds(imds, IMDS_ADDRESS, 80, netns=instance_ns.name):
-        instance = boot_instance(instance_ns, netns_factory.tmpdir(), render_bootstrap_script(options), wheelhouse)
+        instance = boot_instance(instance_ns, netns_factory.tmpdir(), render_cloud_init(options), wheelhouse)
         try:
             _wait_for(lambda: instance.bootstrap_rc() is not None or instance.holder.poll() is not None, 120,
                       "the bootstrap script to finish",
@@ -279,6 +304,85 @@ def test_ec2_first_boot_brings_bulwark_up_under_systemd_with_the_imds_address(
         finally:
             instance.shut_down()
     assert _fingerprint(BOOTSTRAP_WRITES) == host_before, "the host's own files were left alone"
+
+
+# --- 1b. a hostile-looking store, through Terraform -----------------------------------------------------
+
+# Valid values chosen to look like trouble: the old heredoc terminator as a peer, + and = (legal in names),
+# a leading = and +, a lone _, a numbered peer, a 63-character name; a 215-character server name of
+# 34 labels with '-'; IPv6 tunnel subnet and DNS; several AllowedIPs.
+HOSTILE_PEERS = ("BULWARK_EOF", "a+b=c", "x.y-z", "=eq", "+plus", "_", "peer7", "P" * 63)
+HOSTILE_URL = ".".join(f"l{i:02d}-x" for i in range(34)) + ".example.com"
+HOSTILE_SETTINGS = ("--server-url", HOSTILE_URL, "--subnet", "10.44.0.0/22", "--subnet6", "fd44:44:44::/64",
+                    "--peer-dns", "1.1.1.1,2606:4700:4700::1111", "--allowed-ips", "0.0.0.0/0, ::/0, 192.168.7.0/24")
+# What the bootstrap's `set -x` must show: its own commands, nothing else.
+EXPECTED_TRACE = [
+    "+ export DEBIAN_FRONTEND=noninteractive",
+    "+ apt-get update",
+    "+ apt-get install -y --no-install-recommends python3-venv wireguard-tools wireguard-go nftables iproute2",
+    "+ python3 -m venv /opt/bulwark",
+    "+ /opt/bulwark/bin/pip install --no-cache-dir --upgrade bulwark-vpn==0.1.0",
+    "+ mkdir -p /usr/local/bin",
+    "+ ln -sf /opt/bulwark/bin/bulwark /usr/local/bin/bulwark",
+    "+ install -d -m 0700 /etc/bulwark",
+    "+ sysctl -p /etc/sysctl.d/90-bulwark.conf",
+    "+ systemctl daemon-reload",
+    f"+ systemctl enable --now {UNIT}",
+]
+EXPECTED_SHIM_CALLS = [
+    ["apt-get", "update"],
+    ["apt-get", "install", "-y", "--no-install-recommends", "python3-venv", "wireguard-tools", "wireguard-go",
+     "nftables", "iproute2"],
+    ["systemctl", "daemon-reload"],
+    ["systemctl", "enable", "--now", UNIT],
+]
+EXPECTED_FILES = {"/etc/default/bulwark", f"/etc/systemd/system/{UNIT}",
+                  f"/etc/systemd/system/multi-user.target.wants/{UNIT}", "/etc/sysctl.d/90-bulwark.conf",
+                  "/etc/resolv.conf", "/usr/local/sbin/bulwark-bootstrap", "/usr/local/bin/bulwark"}
+
+
+def test_ec2_first_boot_of_a_hostile_looking_store_runs_only_its_own_commands(
+    ec2: tuple[Netns, Netns, Netns], netns_factory: NetnsFactory, wheelhouse: Path
+) -> None:
+    instance_ns, _vpc, _client = ec2
+    store, bundle = netns_factory.tmpdir() / "store", netns_factory.tmpdir() / "aws"
+    bulwark("init", "--config-dir", str(store), "--peers", ",".join(HOSTILE_PEERS), *HOSTILE_SETTINGS)
+    bulwark("deploy", "terraform", "--config-dir", str(store), "--out", str(bundle))
+    user_data = tfharness.user_data(bundle, netns_factory.tmpdir() / "tf")
+    imds = FakeImds(public_ipv4=ELASTIC_IP)
+    with serve_imds(imds, IMDS_ADDRESS, 80, netns=instance_ns.name):
+        instance = boot_instance(instance_ns, netns_factory.tmpdir(), user_data, wheelhouse)
+        try:
+            _wait_for(lambda: instance.bootstrap_rc() is not None or instance.holder.poll() is not None, 120,
+                      "the bootstrap script to finish",
+                      lambda: _read(instance.root / "setup.err") + instance.logs())
+            assert instance.bootstrap_rc() == 0, instance.logs()
+            # Nothing but the bootstrap's own commands ran, and only its own files were written.
+            assert instance.trace() == EXPECTED_TRACE, instance.logs()
+            assert instance.shim_calls() == EXPECTED_SHIM_CALLS
+            assert {p for p in instance.written() if not p.startswith("/etc/bulwark/")} == EXPECTED_FILES
+
+            listed: list[str] = []
+
+            def peers_up() -> bool:
+                assert not instance.path(f"/run/systemd-shim/{UNIT}.result").exists(), instance.logs()
+                shown = instance.run("/usr/local/bin/bulwark", "peer", "list", "--json")
+                listed[:] = [p["name"] for p in json.loads(shown.stdout)] if shown.returncode == 0 else []
+                return len(listed) == len(HOSTILE_PEERS)
+
+            _wait_for(peers_up, 30, "bulwark up under systemd with its peers", instance.logs)
+            assert listed == list(HOSTILE_PEERS)
+            # The service read each value back whole from the environment file (one variable per line).
+            environ = Path(f"/proc/{instance.service_pid()}/environ").read_bytes().decode().split("\0")
+            env = dict(item.split("=", 1) for item in environ if "=" in item)
+            assert env["PEERS"] == ",".join(HOSTILE_PEERS) and env["SERVERURL"] == HOSTILE_URL
+            assert env["PEERDNS"] == "1.1.1.1,2606:4700:4700::1111" and env["INTERNAL_SUBNET6"] == "fd44:44:44::/64"
+            assert env["ALLOWEDIPS"] == "0.0.0.0/0, ::/0, 192.168.7.0/24, 10.0.0.0/16"
+            shown = instance.run("/usr/local/bin/bulwark", "peer", "show", "BULWARK_EOF")
+            assert _field(shown.stdout, "Endpoint") == f"{HOSTILE_URL}:51820", shown.stderr
+            assert imds.requests == [], "a set SERVERURL is used as given: nothing is discovered"
+        finally:
+            instance.shut_down()
 
 
 # --- 2. the container ------------------------------------------------------------------------------------

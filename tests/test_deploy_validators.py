@@ -4,6 +4,10 @@ kubernetes-validate --strict (each Kubernetes minor 1.29-1.37), checkov (Kuberne
 every skip documented and necessary), hadolint (the Dockerfile), cloud-init schema (the user-data) and
 systemd-analyze verify (the unit). A missing validator fails the test: CI installs them all
 (Python ones from the test extras, cloud-init and systemd from Debian).
+
+Terraform itself, when installed (it is not a Debian package, so CI may lack it; the template is then
+checked through `fill_template` and the validation patterns through Python's re), fills the user-data
+template and applies the variables' validations (tests/tfharness.py).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from bulwark_vpn.deploy import (
     write_bundle,
 )
 from bulwark_vpn.deploy.cloudinit import fill_template, template_values
+from tests import tfharness
 from tests.test_deploy_render import CUSTOM_AWS, CUSTOM_K8S, DEFAULT, ROOT
 
 KUBERNETES_VERSIONS = [f"1.{minor}.0" for minor in range(29, 38)]
@@ -194,3 +199,49 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     result = run([tool("systemd-analyze"), "verify", str(unit)])
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "", result.stderr  # unknown keys and bad values only warn
+
+
+# --- Terraform's own templatefile and validations -------------------------------------------------------
+
+needs_terraform = pytest.mark.skipif(tfharness.TERRAFORM is None, reason="terraform is not installed")
+HOSTILE_LOOKING = DEFAULT.with_changes(
+    peers="BULWARK_EOF,a+b=c,x.y-z,=eq,+plus,_,peer7", server_url="l00-x.l01-x.example.com",
+    subnet6="fd44:44:44::/64", peer_dns="1.1.1.1,2606:4700:4700::1111", allowed_ips="0.0.0.0/0, ::/0",
+    wheel_url="https://[2001:db8::1]:8443/bulwark_vpn-0.1.0-py3-none-any.whl?sig=a%2Fb&x=1",
+)
+
+
+@needs_terraform
+@pytest.mark.parametrize("opts", [DEFAULT, CUSTOM_AWS, HOSTILE_LOOKING], ids=["default", "custom", "hostile-looking"])
+def test_terraform_templatefile_gives_the_cloud_init_user_data(opts: DeployOptions, tmp_path: Path) -> None:
+    write_bundle(render_terraform(opts), tmp_path / "bundle")
+    assert tfharness.user_data(tmp_path / "bundle", tmp_path / "tf") == render_cloud_init(opts)
+    assert tfharness.emulated_user_data(tmp_path / "bundle") == render_cloud_init(opts)
+
+
+# Values given with -var at apply time that would leave their line (or their quotes) in the template.
+TEMPLATE_ATTACKS = [
+    ("peers", "a\nb"),
+    ("peers", 'a",X="y'),
+    ("peers", "a\u2028b"),
+    ("peer_dns", "1.1.1.1\x85POSTUP=x"),
+    ("peer_dns", "auto\n"),
+    ("internal_subnet", "10.13.13.0\n      - path: /etc/x"),
+    ("allowed_ips", '["10.0.0.0/8\\nX=1"]'),
+    ("allowed_ips", "[]"),
+    ("wheel_url", "https://x.example/w.whl'; touch /tmp/PWNED; '"),
+    ("wheel_url", "https://x.example/$(id).whl"),
+    ("bulwark_version", "0.1.0' 'evil"),
+    ("bulwark_version", "0.1.0\n"),
+    ("vpc_cidr", "10.0.0.0/16\nX"),
+]
+
+
+@needs_terraform
+def test_terraform_refuses_template_variables_that_could_leave_their_line(tmp_path: Path) -> None:
+    write_bundle(render_terraform(DEFAULT), tmp_path / "bundle")
+    for i, (name, value) in enumerate(TEMPLATE_ATTACKS):
+        applied = tfharness.apply(tmp_path / "bundle", tmp_path / f"tf{i}", {name: value})
+        assert applied.returncode != 0, (name, value, applied.stdout)
+        assert "Invalid value for variable" in applied.stderr, applied.stderr
+        assert "This was checked by the validation rule at variables.tf" in applied.stderr

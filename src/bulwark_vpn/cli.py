@@ -360,19 +360,21 @@ def demo() -> None:
         sys.exit(ExitCode.FAILURE)
 
 
+# Every deploy value is plain text here: DeployOptions parses each with the parser of its kind, so a bad one is
+# one line naming it (exit 2), never a usage dump or a traceback.
 @cli.command()
-@click.argument("target", type=click.Choice(["docker", "kubernetes", "terraform", "systemd"]))
+@click.argument("target", metavar="{docker|kubernetes|terraform|systemd}")
 @_config_dir_option
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder to write the files into.")
+@click.option("--out", "out_dir", required=True, metavar="DIRECTORY", help="Folder to write the files into.")
 @click.option("--image", help="Container image: [registry[:port]/]name[:tag][@digest] [bulwark-vpn].")
 @click.option("--tag", "image_tag", help="Image tag, when --image has none [this version].")
 @click.option("--digest", "image_digest", help="Image digest (sha256:...), pins the image; when --image has none.")
-@click.option("--pull-policy", "image_pull_policy", type=click.Choice(["Always", "IfNotPresent", "Never"]))
+@click.option("--pull-policy", "image_pull_policy", metavar="[Always|IfNotPresent|Never]",
+              help="Kubernetes imagePullPolicy.")
 @click.option("--server-url", help="Endpoint host for clients [the store's, else auto].")
-@click.option("--service-type", type=click.Choice(["LoadBalancer", "NodePort"]), help="Kubernetes Service type.")
-@click.option("--node-port", type=int, help="NodePort for the UDP Service (30000-32767).")
-@click.option("--storage", type=click.Choice(["pvc", "secret"]), help="Kubernetes state: a PVC or a Secret.")
+@click.option("--service-type", metavar="[LoadBalancer|NodePort]", help="Kubernetes Service type.")
+@click.option("--node-port", metavar="PORT", help="NodePort for the UDP Service (30000-32767).")
+@click.option("--storage", metavar="[pvc|secret]", help="Kubernetes state: a PVC or a Secret.")
 @click.option("--namespace", help="Kubernetes namespace [bulwark].")
 @click.option("--region", "aws_region", help="AWS region.")
 @click.option("--instance-type", "aws_instance_type", help="EC2 instance type [t3.micro].")

@@ -204,7 +204,7 @@ def peer_requests(
     )
 
 
-def _keepalive_names(value: object) -> tuple[str, ...]:
+def parse_keepalive_peers(value: object) -> tuple[str, ...]:
     """PERSISTENTKEEPALIVE_PEERS: peer names (comma list or TOML list), or `all`."""
     items = value if isinstance(value, list | tuple) else require_text(
         value, "PERSISTENTKEEPALIVE_PEERS", "peer names separated by commas, or all").split(",")
@@ -230,7 +230,7 @@ def request_from_env(environ: Mapping[str, str]) -> InitRequest:
     """The linuxserver/wireguard variables (and BULWARK_* extras) as an InitRequest."""
     raw = {setting: environ[name] for name, setting in _ENV_NAMES.items() if environ.get(name, "") != ""}
     update = settings_update(raw)
-    keepalive = _keepalive_names(environ.get("PERSISTENTKEEPALIVE_PEERS", ""))
+    keepalive = parse_keepalive_peers(environ.get("PERSISTENTKEEPALIVE_PEERS", ""))
     server_allowed = _server_allowed_from_env(environ)
     names = parse_peers(environ.get("PEERS", ""))
     return InitRequest(update=update, peers=peer_requests(names, keepalive, server_allowed), keepalive_peers=keepalive,
@@ -253,7 +253,7 @@ def request_from_file(path: Path) -> InitRequest:
         data["subnet4"] = data.pop("subnet")
     update = settings_update(data)
     peers = parse_peers(peers_value, "peers")
-    keepalive = _keepalive_names(keepalive_value)
+    keepalive = parse_keepalive_peers(keepalive_value)
     return InitRequest(update=update, peers=peer_requests(peers, keepalive, {}), keepalive_peers=keepalive)
 
 

@@ -1,4 +1,8 @@
-"""Deterministic YAML output for the deploy renderers: key order kept, multi-line text as blocks."""
+"""Deterministic YAML output for the deploy renderers: key order kept, multi-line text as blocks.
+
+Every value reaches YAML through the PyYAML serializer; the only text written by hand is comment lines,
+and `comment` refuses any that would end early (a line break of any kind YAML knows).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ from collections.abc import Iterable
 from typing import Any
 
 import yaml
+
+from bulwark_vpn.deploy._guard import check_line
 
 
 class _Dumper(yaml.SafeDumper):
@@ -35,3 +41,8 @@ def dump(document: Any) -> str:
 def dump_all(documents: Iterable[Any]) -> str:
     """Several YAML documents separated by `---`."""
     return "---\n".join(dump(d) for d in documents)
+
+
+def comment(*lines: str) -> str:
+    """`# line` for each line: RenderError if one holds a line break (YAML also breaks on U+0085, U+2028...)."""
+    return "".join(f"# {check_line(line, 'a YAML comment')}\n" for line in lines)

@@ -32,7 +32,7 @@ def file_mode(path: str, content: str, secret_paths: Collection[str] = ()) -> in
 def _relative(path: str) -> PurePosixPath:
     rel = PurePosixPath(path)
     if not path or rel.is_absolute() or ".." in rel.parts or str(rel) != path:
-        raise InputError(f"invalid bundle path: '{path}': give a plain relative path such as k8s/app.yaml")
+        raise InputError("invalid bundle path", path, "give a plain relative path such as k8s/app.yaml")
     return rel
 
 
@@ -45,7 +45,7 @@ def write_bundle(files: Mapping[str, str], out_dir: Path, *, secret_paths: Colle
     checked = {name: _relative(name) for name in files}
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"output path is not a folder: '{out_dir}': pick a folder for --out")
+        raise InputError("output path is not a folder", str(out_dir), "pick a folder for --out")
     changed: list[Path] = []
     for name, rel in sorted(checked.items()):
         target = out_dir.joinpath(*rel.parts)

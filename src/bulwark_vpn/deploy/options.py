@@ -1,45 +1,71 @@
 """What a deployment bundle needs to know: `DeployOptions`, built from `Settings` plus overrides.
 
 The renderers in this package read only these options; they never touch the store or the system.
-Every value is validated here, once, so the renderers can interpolate without further checks.
+Every value becomes typed here, once, through the one parser of its kind: the same parsers as `init`
+(`bulwark_vpn.values`, `bulwark_vpn.config`), so `3` means `peer3` and a peer name, a CIDR or PEERDNS is
+accepted by `deploy` exactly when `init` accepts it. Kinds that only deployments have (Kubernetes names and
+quantities, AWS ids, SSH public keys) are parsed below, each matched whole. The renderers still refuse any
+value holding a line break (`_guard.py`), so options built around these parsers cannot add a line either.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from bulwark_vpn import __version__
+from bulwark_vpn.config import parse_keepalive_peers, parse_peer_dns, parse_peers
 from bulwark_vpn.errors import InputError
 from bulwark_vpn.model import DEFAULT_ALLOWED_IPS, DEFAULT_PORT, DEFAULT_SUBNET4, IPNetwork, Settings
+from bulwark_vpn.values import (
+    parse_absolute_path,
+    parse_bool,
+    parse_choice,
+    parse_https_url,
+    parse_int,
+    parse_network,
+    parse_networks,
+    parse_peer_name,
+    parse_port,
+    parse_relative_path,
+    parse_server_url,
+    parse_subnet4,
+    parse_subnet6,
+    require_ascii_token,
+)
 from bulwark_vpn.values.image import ImageReference, parse_image_reference
 
 ServiceType = Literal["LoadBalancer", "NodePort"]
 Storage = Literal["pvc", "secret"]
 PullPolicy = Literal["IfNotPresent", "Always", "Never"]
+SERVICE_TYPES: tuple[ServiceType, ...] = ("LoadBalancer", "NodePort")
+STORAGES: tuple[Storage, ...] = ("pvc", "secret")
+PULL_POLICIES: tuple[PullPolicy, ...] = ("IfNotPresent", "Always", "Never")
 
 DEFAULT_IMAGE = "bulwark-vpn"
 PACKAGE_NAME = "bulwark-vpn"
 
-_PEER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
-_NUMBERED_PEER = re.compile(r"^peer([1-9][0-9]*)$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.:-]{0,252})$")
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
-_AWS_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,40}$")
-_AWS_ID = re.compile(r"^(vpc|subnet)-[0-9a-f]{8,17}$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+# Kinds only deployments have; each is matched whole (fullmatch), after require_text refused control characters.
+_KUBERNETES_NAME = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
+_QUANTITY = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?(?:m|Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?")
+_AWS_REGION = re.compile(r"[a-z]{2,4}(?:-[a-z0-9]{1,15}){1,4}")
+_AWS_INSTANCE_TYPE = re.compile(r"[a-z][a-z0-9-]{0,15}\.[a-z0-9]{1,20}")
+_AWS_ID = {"vpc": re.compile(r"vpc-(?:[0-9a-f]{8}|[0-9a-f]{17})"),
+           "subnet": re.compile(r"subnet-(?:[0-9a-f]{8}|[0-9a-f]{17})")}
 _SSH_KEY = re.compile(
-    r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-[a-z0-9@.-]+) [A-Za-z0-9+/=]+( [^\n\"'\\$%{}]*)?$"
+    r"(?:ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521)|sk-(?:ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com)"
+    r" [A-Za-z0-9+/]{16,16384}={0,2}(?: [A-Za-z0-9_.@+=:,/ -]{1,200})?"
 )
+_PACKAGE_VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z._+!-]{0,63}")
 # Graviton (arm64) families: t4g, m6g, m6gd, c7gn, r8g, x2gd, im4gn...
-_GRAVITON = re.compile(r"^[a-z]+[0-9]+[a-z]*g[a-z]*\.")
-_URL = re.compile(r"^https://[A-Za-z0-9._~:/?#@!$&()*+,;=%-]+$")
-_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
-_DNS_VALUE = re.compile(r"^[A-Za-z0-9.:, -]*$")
+_GRAVITON = re.compile(r"[a-z]+[0-9]+[a-z]*g[a-z]*\.")
 
 
 @dataclass(frozen=True)
@@ -56,8 +82,9 @@ class Resources:
 class DeployOptions:
     """Everything the deploy renderers need; build it with `DeployOptions.from_settings`.
 
-    Sequences given as lists or comma-separated strings are normalised to tuples; `peers` may also
-    be a count N, meaning peer1..peerN as linuxserver's `PEERS=N` does.
+    Each field is parsed by the parser of its kind (see `_PARSERS`): sequences may be given as lists or
+    comma-separated strings, `peers` as a count N (peer1..peerN, as linuxserver's `PEERS=N`) or names in
+    which a bare number N means `peerN`, ports and booleans as text.
     """
 
     # The container image: a reference (`[registry[:port]/]repository[:tag][@digest]`), plus a tag and a
@@ -122,9 +149,11 @@ class DeployOptions:
     aws_ssh_public_key: str | None = None
 
     def __post_init__(self) -> None:
-        for name, value in _coerced(self).items():
-            object.__setattr__(self, name, value)
-        _validate(self)
+        for name, parse in _PARSERS.items():
+            value = getattr(self, name)
+            object.__setattr__(self, name, None if value is None and name in _OPTIONAL else parse(value))
+        _validate_image(self)
+        _check_combinations(self)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> DeployOptions:
@@ -132,7 +161,7 @@ class DeployOptions:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(overrides) - known)
         if unknown:
-            raise InputError(f"unknown deploy option: '{unknown[0]}'; known options: {', '.join(sorted(known))}")
+            raise InputError("unknown deploy option", unknown[0], f"known options: {', '.join(sorted(known))}")
         # Deployed gateways always listen on 51820; a host that listened elsewhere keeps that port
         # for its clients by publishing it (SERVERPORT).
         moved = settings.listen_port if settings.listen_port != DEFAULT_PORT else None
@@ -153,7 +182,7 @@ class DeployOptions:
         return cls(**base)
 
     def with_changes(self, **changes: Any) -> DeployOptions:
-        """A copy with `changes` applied (validated again)."""
+        """A copy with `changes` applied (parsed again)."""
         return replace(self, **changes)
 
     @property
@@ -219,8 +248,7 @@ class DeployOptions:
 
 def peers_env_value(peers: tuple[str, ...]) -> str:
     """linuxserver's PEERS: a count when the peers are exactly peer1..peerN, else the names."""
-    numbered = [_NUMBERED_PEER.match(p) for p in peers]
-    if all(numbered) and [int(m.group(1)) for m in numbered if m] == list(range(1, len(peers) + 1)):
+    if peers and peers == tuple(f"peer{i}" for i in range(1, len(peers) + 1)):
         return str(len(peers))
     return ",".join(peers)
 
@@ -230,50 +258,100 @@ def internal_subnet_value(subnet: ipaddress.IPv4Network) -> str:
     return str(subnet.network_address) if subnet.prefixlen == 24 else str(subnet)
 
 
-def peer_folder(name: str) -> str:
-    """The linuxserver folder of a peer: `peerN` for numbered peers, else `peer_NAME`."""
-    return name if _NUMBERED_PEER.match(name) else f"peer_{name}"
+# --- the deploy-only kinds -------------------------------------------------------------------------------
 
 
-# --- coercion --------------------------------------------------------------------------------------
+def parse_kubernetes_name(value: object, what: str, longest: int = 63, letter_first: bool = False) -> str:
+    """An RFC 1123 label (namespaces, StorageClass names, container names); with `letter_first` an RFC 1035
+    label, as Service names must be (their environment variables, NAME_SERVICE_HOST, start with it)."""
+    first = "a lower-case letter" if letter_first else "a letter or digit"
+    hint = f"use lower-case letters, digits and '-', starting with {first}, at most {longest} characters, e.g. bulwark"
+    text = require_ascii_token(value, what, hint, _KUBERNETES_NAME)
+    if len(text) > longest or (letter_first and not text[0].isalpha()):
+        raise InputError(f"invalid {what}", value, hint)
+    return text
 
 
-def _names(value: Any) -> tuple[str, ...]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0:
-            raise InputError(f"invalid peer count: '{value}': give a number of peers >= 0")
-        return tuple(f"peer{i}" for i in range(1, value + 1))
-    if isinstance(value, str):
-        value = value.split(",")
-    return tuple(str(v).strip() for v in value if str(v).strip())
+def parse_quantity(value: object, what: str = "resource quantity") -> str:
+    """A Kubernetes quantity such as 100m, 64Mi, 1Gi or 0.5."""
+    return require_ascii_token(value, what, "e.g. 100m, 64Mi, 1Gi", _QUANTITY)
 
 
-def _network(value: Any, what: str) -> IPNetwork:
-    try:
-        return ipaddress.ip_network(str(value).strip(), strict=True)
-    except ValueError:
-        raise InputError(f"invalid {what}: '{value}': give a network in CIDR notation, e.g. 10.0.0.0/16") from None
+def parse_aws_region(value: object) -> str:
+    return require_ascii_token(value, "AWS region", "e.g. eu-west-2", _AWS_REGION)
 
 
-def _networks(value: Any) -> tuple[IPNetwork, ...]:
-    if isinstance(value, str):
-        value = value.split(",")
-    return tuple(_network(v, "allowed IPs network") for v in value if str(v).strip())
+def parse_aws_instance_type(value: object) -> str:
+    return require_ascii_token(value, "instance type", "e.g. t3.micro", _AWS_INSTANCE_TYPE)
 
 
-def _typed_network(value: Any, what: str, version: int) -> Any:
-    if value is None or isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
-        net = value
-    else:
-        net = _network(value, what)
-    if net is not None and net.version != version:
-        raise InputError(f"invalid {what}: '{value}': expected an IPv{version} network")
-    return net
+def parse_aws_id(value: object, kind: Literal["vpc", "subnet"]) -> str:
+    """An existing VPC or subnet id: `vpc-` or `subnet-` then 8 or 17 hex digits."""
+    what = "VPC id" if kind == "vpc" else "subnet id"
+    return require_ascii_token(value, what, f"e.g. {kind}-0123456789abcdef0", _AWS_ID[kind])
 
 
-def _secret_files(value: Any) -> tuple[tuple[str, bytes], ...]:
-    items: Iterable[tuple[str, Any]] = value.items() if isinstance(value, Mapping) else value
-    pairs = ((str(k), v.encode() if isinstance(v, str) else bytes(v)) for k, v in items)
+def parse_ssh_public_key(value: object) -> str:
+    """One OpenSSH public key line: type, base64 key, an optional plain comment (you@host)."""
+    hint = "give one key line such as 'ssh-ed25519 AAAA... you@host' (comment: letters, digits, _.@+=:,/- spaces)"
+    return require_ascii_token(value, "SSH public key", hint, _SSH_KEY)
+
+
+def parse_package_version(value: object) -> str:
+    return require_ascii_token(value, "package version", f"e.g. {__version__}", _PACKAGE_VERSION)
+
+
+def _ipv4_network(what: str) -> Callable[[object], ipaddress.IPv4Network]:
+    def parse(value: object) -> ipaddress.IPv4Network:
+        net = parse_network(_text(value), what)
+        if not isinstance(net, ipaddress.IPv4Network):
+            raise InputError(f"invalid {what}", value, "give an IPv4 network in CIDR notation, e.g. 10.0.0.0/16")
+        return net
+
+    return parse
+
+
+def _text(value: object) -> object:
+    """Typed network values (from Settings) as the text their parser reads; anything else unchanged."""
+    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return str(value)
+    return value
+
+
+def _texts(value: object) -> object:
+    if isinstance(value, list | tuple):
+        return [_text(v) for v in value]
+    return value
+
+
+def _resources(value: object) -> Resources:
+    if not isinstance(value, Resources):
+        raise InputError("invalid resources", value, "give a Resources(cpu_request, memory_request, ...) value")
+    return Resources(*(parse_quantity(getattr(value, f.name), f"resource quantity ({f.name})")
+                       for f in fields(Resources)))
+
+
+def secret_key(path: str) -> str:
+    """The Kubernetes Secret key of a /config file: `/` as `__`, and each character a Secret key cannot hold
+    (`+`, `=` and `@` may appear in peer folders) as `-xHH-`."""
+    return re.sub(r"[^A-Za-z0-9._/-]", lambda m: f"-x{ord(m.group()):02x}-", path).replace("/", "__")
+
+
+def _secret_files(value: object) -> tuple[tuple[str, bytes], ...]:
+    items: Iterable[Any] = value.items() if isinstance(value, Mapping) else value  # type: ignore[assignment]
+    pairs = []
+    for item in items:
+        if not isinstance(item, tuple | list) or len(item) != 2 or not isinstance(item[1], str | bytes):
+            raise InputError("invalid secret file", item, "give (relative path, content) pairs")
+        path = parse_relative_path(item[0], "secret file path")
+        if path == "." or path.startswith("./"):
+            raise InputError("invalid secret file path", item[0], "give a plain relative path inside /config")
+        pairs.append((path, item[1].encode() if isinstance(item[1], str) else bytes(item[1])))
+    keys: dict[str, str] = {}
+    for path, _ in pairs:
+        if keys.setdefault(secret_key(path), path) != path:
+            raise InputError("invalid secret file path", path,
+                             f"it and '{keys[secret_key(path)]}' map to the same Secret key: rename one of them")
     return tuple(sorted(pairs))
 
 
@@ -287,24 +365,62 @@ def _image(opts: DeployOptions) -> dict[str, Any]:
     return {"image": reference.name, "image_tag": reference.tag, "image_digest": reference.digest}
 
 
-def _coerced(opts: DeployOptions) -> dict[str, Any]:
-    """Normalise convenient input forms (lists, strings, counts) to the declared types."""
-    return _image(opts) | {
-        "peers": _names(opts.peers),
-        "keepalive_peers": _names(opts.keepalive_peers),
-        "allowed_ips": _networks(opts.allowed_ips),
-        "dns_clients": tuple(_network(v, "DNS clients network") for v in (
-            opts.dns_clients.split(",") if isinstance(opts.dns_clients, str) else opts.dns_clients) if str(v).strip()),
-        "subnet4": _typed_network(opts.subnet4, "internal subnet", 4),
-        "subnet6": _typed_network(opts.subnet6, "internal IPv6 subnet", 6),
-        "aws_vpc_cidr": _typed_network(opts.aws_vpc_cidr, "VPC CIDR", 4),
-        "aws_subnet_cidr": _typed_network(opts.aws_subnet_cidr, "subnet CIDR", 4),
-        "aws_ssh_cidr": _typed_network(opts.aws_ssh_cidr, "SSH CIDR", 4),
-        "secret_files": _secret_files(opts.secret_files),
-    }
+# Every field but the image's own (image, image_tag, image_digest: `_validate_image`) and its parser.
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "image_pull_policy": lambda v: parse_choice(v, PULL_POLICIES, "image pull policy"),
+    "listen_port": lambda v: parse_port(v, "listen port"),
+    "advertised_port": lambda v: parse_port(v, "advertised port (SERVERPORT)"),
+    "server_url": parse_server_url,
+    "subnet4": lambda v: parse_subnet4(_text(v)),
+    "subnet6": lambda v: parse_subnet6(_text(v)),
+    "peers": parse_peers,
+    "peer_dns": parse_peer_dns,
+    "allowed_ips": lambda v: parse_networks(_texts(v), "ALLOWEDIPS"),
+    "keepalive_peers": parse_keepalive_peers,
+    "log_confs": lambda v: parse_bool(v, "LOG_CONFS"),
+    "peer_to_peer": lambda v: parse_bool(v, "peer to peer"),
+    "lan_to_peers": lambda v: parse_bool(v, "LAN to peers"),
+    "host_access": lambda v: parse_bool(v, "host access"),
+    "dns_clients": lambda v: parse_networks(_texts(v), "DNS clients", allow_empty=True),
+    "container_name": lambda v: parse_kubernetes_name(v, "container name"),
+    "host_config_dir": lambda v: (parse_absolute_path(v, "host config folder") if isinstance(v, str)
+                                  and v.startswith("/") else parse_relative_path(v, "host config folder")),
+    "build_context": lambda v: (parse_absolute_path(v, "build context") if isinstance(v, str)
+                                and v.startswith("/") else parse_relative_path(v, "build context")),
+    "name": lambda v: parse_kubernetes_name(v, "Kubernetes name", 40, letter_first=True),
+    "namespace": lambda v: parse_kubernetes_name(v, "Kubernetes namespace", 40),
+    "service_type": lambda v: parse_choice(v, SERVICE_TYPES, "service type"),
+    "node_port": lambda v: parse_int(v, 30000, 32767, "nodePort", "the NodePort range"),
+    "storage": lambda v: parse_choice(v, STORAGES, "storage"),
+    "storage_size": lambda v: parse_quantity(v, "storage size"),
+    "storage_class": lambda v: parse_kubernetes_name(v, "storage class"),
+    "secret_files": _secret_files,
+    "resources": _resources,
+    "test_client": lambda v: parse_bool(v, "test client"),
+    "test_peer": parse_peer_name,
+    "bulwark_path": lambda v: parse_absolute_path(v, "bulwark path"),
+    "config_dir": lambda v: parse_absolute_path(v, "config folder"),
+    "environment_file": lambda v: parse_absolute_path(v, "environment file"),
+    "package_version": parse_package_version,
+    "wheel_url": lambda v: parse_https_url(v, "wheel URL"),
+    "aws_region": parse_aws_region,
+    "aws_instance_type": parse_aws_instance_type,
+    "aws_vpc_id": lambda v: parse_aws_id(v, "vpc"),
+    "aws_subnet_id": lambda v: parse_aws_id(v, "subnet"),
+    "aws_vpc_cidr": _ipv4_network("VPC CIDR"),
+    "aws_subnet_cidr": _ipv4_network("subnet CIDR"),
+    "aws_ssh_cidr": _ipv4_network("SSH CIDR"),
+    "aws_ssh_public_key": parse_ssh_public_key,
+}
+# Fields where None means "not given" (and is kept as None).
+_OPTIONAL = frozenset({
+    "advertised_port", "subnet6", "build_context", "node_port", "storage_class", "test_peer", "wheel_url",
+    "aws_vpc_id", "aws_subnet_id", "aws_ssh_cidr", "aws_ssh_public_key",
+})
+IMAGE_FIELDS = frozenset({"image", "image_tag", "image_digest"})
 
 
-# --- validation ------------------------------------------------------------------------------------
+# --- checks across fields ----------------------------------------------------------------------------------
 
 
 def _check(ok: bool, message: str) -> None:
@@ -312,136 +428,30 @@ def _check(ok: bool, message: str) -> None:
         raise InputError(message)
 
 
-def _check_port(value: int | None, what: str) -> None:
-    if value is not None:
-        _check(
-            isinstance(value, int) and 1 <= value <= 65535,
-            f"invalid {what}: '{value}': give a port between 1 and 65535",
-        )
-
-
-def _validate(o: DeployOptions) -> None:
-    _validate_network_settings(o)
-    _validate_image(o)
-    _validate_kubernetes(o)
-    _validate_host(o)
-    _validate_aws(o)
-
-
-def _validate_network_settings(o: DeployOptions) -> None:
-    _check_port(o.listen_port, "listen port")
-    _check_port(o.advertised_port, "advertised port")
-    _check(
-        o.listen_port == DEFAULT_PORT,
-        f"invalid listen port: '{o.listen_port}': deployments listen on {DEFAULT_PORT}; "
-        "set the advertised port (SERVERPORT) to publish another port",
-    )
-    _check(
-        o.server_url == "auto" or bool(_HOST.match(o.server_url)),
-        f"invalid server URL: '{o.server_url}': give a host name, an IP address or 'auto'",
-    )
-    for name in o.peers + tuple(p for p in o.keepalive_peers if p != "all"):
-        _check(
-            bool(_PEER_NAME.match(name)),
-            f"invalid peer name: '{name}': use letters, digits, '_' or '-' (at most 32 characters)",
-        )
-    _check(len(set(o.peers)) == len(o.peers), f"duplicate peer name in: '{','.join(o.peers)}'")
-    _check(
-        bool(_DNS_VALUE.match(o.peer_dns)),
-        f"invalid peer DNS: '{o.peer_dns}': give 'auto', '' or comma-separated addresses",
-    )
-    _check(bool(o.allowed_ips), "invalid allowed IPs: '': give at least one network, e.g. 0.0.0.0/0")
+def _refuse(ok: bool, message: str, value: object, hint: str) -> None:
+    if not ok:
+        raise InputError(message, value, hint)
 
 
 def _validate_image(o: DeployOptions) -> None:
-    # The reference itself was parsed by `_image`.
-    _check(
-        o.image_pull_policy in ("IfNotPresent", "Always", "Never"),
-        f"invalid image pull policy: '{o.image_pull_policy}': use IfNotPresent, Always or Never",
-    )
-    _check(
-        bool(_DNS_LABEL.match(o.container_name)),
-        f"invalid container name: '{o.container_name}': use lower-case letters, digits and '-'",
-    )
+    """The image reference parsed whole and split into name, tag and digest (see `values.image`)."""
+    for name, value in _image(o).items():
+        object.__setattr__(o, name, value)
 
 
-def _validate_kubernetes(o: DeployOptions) -> None:
-    for what, value in (("name", o.name), ("namespace", o.namespace)):
-        _check(
-            bool(_DNS_LABEL.match(value)) and len(value) <= 40,
-            f"invalid Kubernetes {what}: '{value}': use lower-case letters, digits and '-' (at most 40)",
-        )
-    _check(
-        o.service_type in ("LoadBalancer", "NodePort"),
-        f"invalid service type: '{o.service_type}': use LoadBalancer or NodePort",
-    )
-    if o.node_port is not None:
-        _check(
-            o.service_type == "NodePort" and 30000 <= o.node_port <= 32767,
-            f"invalid nodePort: '{o.node_port}': needs service type NodePort and a port in 30000-32767",
-        )
-    _check(o.storage in ("pvc", "secret"), f"invalid storage: '{o.storage}': use pvc or secret")
-    _check(
-        o.storage != "secret" or bool(o.secret_files),
-        "storage 'secret' needs the /config files to seed: pass secret_files, or use storage 'pvc'",
-    )
-    for path, _ in o.secret_files:
-        _check(
-            bool(re.match(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$", path)) and ".." not in path.split("/"),
-            f"invalid secret file path: '{path}': give a relative path inside /config",
-        )
-    quantities = (o.storage_size, *vars(o.resources).values())
-    for q in quantities:
-        _check(bool(_QUANTITY.match(q)), f"invalid resource quantity: '{q}': e.g. 100m, 64Mi, 1Gi")
-    _check(
-        o.storage_class is None or bool(_DNS_LABEL.match(o.storage_class)),
-        f"invalid storage class: '{o.storage_class}': give the name of a StorageClass",
-    )
-    _check(
-        o.test_peer is None or o.test_peer in o.peers,
-        f"unknown test peer: '{o.test_peer}': pick one of the peers ({','.join(o.peers)})",
-    )
-
-
-def _validate_host(o: DeployOptions) -> None:
-    for what, path in (
-        ("bulwark path", o.bulwark_path),
-        ("config dir", o.config_dir),
-        ("environment file", o.environment_file),
-    ):
-        _check(bool(_PATH.match(path)), f"invalid {what}: '{path}': give an absolute path")
-    _check(bool(_TAG.match(o.package_version)), f"invalid package version: '{o.package_version}'")
-    _check(
-        o.wheel_url is None or bool(_URL.match(o.wheel_url)),
-        f"invalid wheel URL: '{o.wheel_url}': give an https:// URL without quotes or spaces",
-    )
-
-
-def _validate_aws(o: DeployOptions) -> None:
-    _check(bool(_AWS_NAME.match(o.aws_region)), f"invalid AWS region: '{o.aws_region}': e.g. eu-west-2")
-    _check(
-        bool(_AWS_NAME.match(o.aws_instance_type)),
-        f"invalid instance type: '{o.aws_instance_type}': e.g. t3.micro",
-    )
-    for what, value, prefix in (("VPC id", o.aws_vpc_id, "vpc"), ("subnet id", o.aws_subnet_id, "subnet")):
-        _check(
-            value is None or (bool(_AWS_ID.match(value)) and value.startswith(prefix)),
-            f"invalid {what}: '{value}': e.g. {prefix}-0123456789abcdef0",
-        )
-    _check(
-        (o.aws_vpc_id is None) == (o.aws_subnet_id is None),
-        "an existing VPC needs its public subnet: give both the VPC id and the subnet id, or neither",
-    )
-    _check(
-        o.aws_subnet_cidr.subnet_of(o.aws_vpc_cidr),
-        f"invalid subnet CIDR: '{o.aws_subnet_cidr}': it must lie inside the VPC CIDR {o.aws_vpc_cidr}",
-    )
-    key = o.aws_ssh_public_key
-    _check(
-        key is None or bool(_SSH_KEY.match(key.strip())),
-        "invalid SSH public key: give one line such as 'ssh-ed25519 AAAA... you@host'",
-    )
-    _check(
-        o.aws_ssh_cidr is None or key is not None,
-        "SSH access needs a key: give the SSH public key along with the SSH CIDR",
-    )
+def _check_combinations(o: DeployOptions) -> None:
+    _refuse(o.listen_port == DEFAULT_PORT, "invalid listen port", o.listen_port,
+            f"deployments listen on {DEFAULT_PORT}; set the advertised port (SERVERPORT) to publish another port")
+    _refuse(o.node_port is None or o.service_type == "NodePort", "invalid nodePort", o.node_port,
+            "a nodePort needs service type NodePort")
+    _refuse(o.storage != "secret" or bool(o.secret_files), "invalid storage", o.storage,
+            "storage 'secret' needs the /config files to seed: pass secret_files, or use storage 'pvc'")
+    _refuse(o.test_peer is None or o.test_peer in o.peers, "unknown test peer", o.test_peer,
+            f"pick one of the peers ({','.join(o.peers)})")
+    _refuse((o.aws_vpc_id is None) == (o.aws_subnet_id is None), "incomplete existing VPC",
+            o.aws_vpc_id or o.aws_subnet_id,
+            "an existing VPC needs its public subnet: give both the VPC id and the subnet id, or neither")
+    _refuse(o.aws_subnet_cidr.subnet_of(o.aws_vpc_cidr), "invalid subnet CIDR", str(o.aws_subnet_cidr),
+            f"it must lie inside the VPC CIDR {o.aws_vpc_cidr}")
+    _refuse(o.aws_ssh_cidr is None or o.aws_ssh_public_key is not None, "invalid SSH CIDR", str(o.aws_ssh_cidr),
+            "SSH access needs a key: give the SSH public key along with the SSH CIDR")

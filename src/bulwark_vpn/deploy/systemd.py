@@ -1,8 +1,19 @@
-"""systemd deployment: the hardened `bulwark.service` unit and its environment file."""
+"""systemd deployment: the hardened `bulwark.service` unit and its environment file.
+
+Values reach the unit only as single words of a safe character set (paths: no space, quote, backslash or
+`%` specifier), and anything else is refused (RenderError) rather than escaped. The environment file is
+written for both of its readers, systemd's `EnvironmentFile=` and a shell's `.`: each value double-quoted
+with `\\`, `"`, `$` and backticks escaped, which both read back as the same text (systemd's env-file parser
+unescapes exactly these four inside double quotes, as sh does).
+"""
 
 from __future__ import annotations
 
+import re
+
+from bulwark_vpn.deploy._guard import check_line, guarded
 from bulwark_vpn.deploy.options import DeployOptions
+from bulwark_vpn.errors import RenderError
 
 UNIT_NAME = "bulwark.service"
 ENV_NAME = "bulwark.env"
@@ -11,16 +22,39 @@ ENV_NAME = "bulwark.env"
 # NET_BIND_SERVICE: the DNS forwarder that answers peers on port 53.
 CAPABILITIES = "CAP_NET_ADMIN CAP_NET_BIND_SERVICE"
 
+_UNIT_WORD = re.compile(r"[A-Za-z0-9_.+=@/:,-]+")
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ENV_ESCAPE = re.compile(r'([\\"$`])')
+
+
+def unit_word(value: str, directive: str) -> str:
+    """`value` as one word of a unit file, or RenderError: no space, quote, backslash, `%` or line break."""
+    check_line(value, f"the unit's {directive}=")
+    if not _UNIT_WORD.fullmatch(value):
+        raise RenderError(f"refusing to render the unit's {directive}=", value,
+                          "use letters, digits and _.+=@/:,- (no spaces, quotes, backslashes or '%')")
+    return value
+
+
+def environment_line(key: str, value: str) -> str:
+    """`KEY="value"`: one line that systemd's EnvironmentFile= and sh's `.` both read as KEY=value."""
+    if not _ENV_KEY.fullmatch(key):
+        raise RenderError("refusing to render an environment variable name", key, "use letters, digits and '_'")
+    check_line(value, f"the environment variable {key}")
+    escaped = _ENV_ESCAPE.sub(r"\\\1", value)
+    return f'{key}="{escaped}"\n'
+
 
 def _writable_dirs(config_dir: str) -> list[str]:
     """Directives that make the config dir exist and stay writable under ProtectSystem=strict."""
     lines = []
     for base, directive in (("/etc/", "ConfigurationDirectory"), ("/var/lib/", "StateDirectory")):
         if config_dir.startswith(base) and config_dir != base:
-            lines += [f"{directive}={config_dir.removeprefix(base)}", f"{directive}Mode=0700"]
-    return lines + [f"ReadWritePaths={config_dir}"]
+            lines += [f"{directive}={unit_word(config_dir.removeprefix(base), directive)}", f"{directive}Mode=0700"]
+    return lines + [f"ReadWritePaths={unit_word(config_dir, 'ReadWritePaths')}"]
 
 
+@guarded
 def render_unit(opts: DeployOptions) -> str:
     """The bulwark.service unit text."""
     lines = [
@@ -32,9 +66,9 @@ def render_unit(opts: DeployOptions) -> str:
         "",
         "[Service]",
         "Type=exec",
-        f"Environment=BULWARK_CONFIG_DIR={opts.config_dir}",
-        f"EnvironmentFile=-{opts.environment_file}",
-        f"ExecStart={opts.bulwark_path} up --foreground",
+        f"Environment=BULWARK_CONFIG_DIR={unit_word(opts.config_dir, 'Environment')}",
+        f"EnvironmentFile=-{unit_word(opts.environment_file, 'EnvironmentFile')}",
+        f"ExecStart={unit_word(opts.bulwark_path, 'ExecStart')} up --foreground",
         "Restart=on-failure",
         "RestartSec=5s",
         "# Root, but holding only these capabilities (wg, ip, nft, wireguard-go, DNS on port 53).",
@@ -72,11 +106,12 @@ def render_unit(opts: DeployOptions) -> str:
 
 
 def render_environment_file(env: dict[str, str]) -> str:
-    """An EnvironmentFile: KEY="value" lines (values are validated: no quotes, no backslashes)."""
+    """An EnvironmentFile: a comment, then one `KEY="value"` line per variable (see `environment_line`)."""
     header = "# Bulwark settings (linuxserver/wireguard variable names), read by bulwark.service.\n"
-    return header + "".join(f'{key}="{value}"\n' for key, value in env.items())
+    return header + "".join(environment_line(key, value) for key, value in env.items())
 
 
+@guarded
 def render_systemd(opts: DeployOptions) -> dict[str, str]:
     """systemd bundle: `bulwark.service` (to /etc/systemd/system) and `bulwark.env` (to the EnvironmentFile)."""
     return {UNIT_NAME: render_unit(opts), ENV_NAME: render_environment_file(opts.environment())}

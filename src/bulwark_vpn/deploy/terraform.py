@@ -4,12 +4,18 @@ The network is a new VPC with one public subnet (or an existing VPC and subnet b
 is attached to the instance's network interface before the instance boots, so SERVERURL=auto finds
 the final public address on the very first start. Variables default to the rendered options; the
 user-data is a `templatefile` filled by Terraform (see cloudinit.py).
+
+Every value reaches HCL through `_hcl` (a JSON string, valid HCL, with `${` and `%{` escaped). Each variable
+that Terraform fills into the user-data template has a validation whose pattern admits only what Bulwark's
+parsers admit for it, so a value given with `-var` at apply time cannot leave its line of the template
+either (RE2, which Terraform uses, anchors `$` at the very end: no trailing newline gets through).
 """
 
 from __future__ import annotations
 
 import json
 
+from bulwark_vpn.deploy._guard import guarded
 from bulwark_vpn.deploy.cloudinit import render_cloud_init_template
 from bulwark_vpn.deploy.options import DeployOptions, internal_subnet_value, peers_env_value
 from bulwark_vpn.errors import InputError
@@ -275,6 +281,17 @@ output "bootstrap_log_command" {
 """
 
 
+# The RE2 patterns of the variables filled into the user-data template (and of the version in the pip spec).
+TEMPLATE_PATTERNS: dict[str, str] = {
+    "peers": r"^[A-Za-z0-9_=+.,-]*$",
+    "internal_subnet": r"^[0-9]{1,3}([.][0-9]{1,3}){3}(/[0-9]{1,2})?$",
+    "peer_dns": r"^[0-9A-Fa-f:.,]*$|^auto$",
+    "allowed_ips": r"^[0-9A-Fa-f:.]{2,45}/[0-9]{1,3}$",
+    "wheel_url": r"^https://[A-Za-z0-9._~!+,;=:@%/?&\[\]-]+$",
+    "bulwark_version": r"^[0-9A-Za-z][0-9A-Za-z._+!-]{0,63}$",
+}
+
+
 def _hcl(value: object) -> str:
     """An HCL literal (JSON syntax is valid HCL for strings, numbers, lists, null); `${` escaped."""
     return json.dumps(value).replace("${", "$${").replace("%{", "%%{")
@@ -299,6 +316,15 @@ def _cidr_check(name: str) -> str:
     )
 
 
+def _pattern_check(name: str, message: str, nullable: bool = False) -> str:
+    test = f"can(regex({_hcl(TEMPLATE_PATTERNS[name])}, var.{name}))"
+    return (
+        f"condition     = {f'var.{name} == null || ' if nullable else ''}{test}\n"
+        f"error_message = {_hcl(message)}"
+    )
+
+
+@guarded
 def render_variables(opts: DeployOptions) -> str:
     """variables.tf, with the options as defaults."""
     blocks = [
@@ -314,7 +340,14 @@ def render_variables(opts: DeployOptions) -> str:
         ),
         _variable("vpc_id", "string", "Existing VPC to use (null: create one).", opts.aws_vpc_id),
         _variable("subnet_id", "string", "Public subnet of the existing VPC (with vpc_id).", opts.aws_subnet_id),
-        _variable("vpc_cidr", "string", "CIDR of the VPC created when vpc_id is null.", str(opts.aws_vpc_cidr)),
+        _variable(
+            "vpc_cidr",
+            "string",
+            "CIDR of the VPC created when vpc_id is null.",
+            str(opts.aws_vpc_cidr),
+            'condition     = can(cidrnetmask(var.vpc_cidr))\n'
+            'error_message = "vpc_cidr must be an IPv4 CIDR such as 10.0.0.0/16."',
+        ),
         _variable("subnet_cidr", "string", "CIDR of the public subnet created.", str(opts.aws_subnet_cidr)),
         _variable(
             "ssh_cidr",
@@ -331,42 +364,57 @@ def render_variables(opts: DeployOptions) -> str:
             "string",
             "https URL of a Bulwark wheel to install instead of the package index release.",
             opts.wheel_url,
-            'condition     = var.wheel_url == null || can(regex("^https://[^\'\\\\s]+$", var.wheel_url))\n'
-            'error_message = "wheel_url must be an https:// URL without quotes or spaces."',
+            _pattern_check("wheel_url", "wheel_url must be an https:// URL without quotes, spaces, $ or braces.",
+                           nullable=True),
         ),
         _variable(
-            "bulwark_version", "string", "Bulwark release installed from the package index.", opts.package_version
+            "bulwark_version",
+            "string",
+            "Bulwark release installed from the package index.",
+            opts.package_version,
+            _pattern_check("bulwark_version", "bulwark_version must be a version such as 0.1.0."),
         ),
         _variable(
             "peers",
             "string",
             "PEERS: a number of peers or comma-separated peer names.",
             peers_env_value(opts.peers),
-            'condition     = can(regex("^[A-Za-z0-9_,-]*$", var.peers))\n'
-            'error_message = "peers must be a number or comma-separated names (letters, digits, _ and -)."',
+            _pattern_check("peers", "peers must be a number or comma-separated names (letters, digits and _=+.-)."),
         ),
         _variable(
-            "internal_subnet", "string", "INTERNAL_SUBNET: the tunnel network.", internal_subnet_value(opts.subnet4)
+            "internal_subnet",
+            "string",
+            "INTERNAL_SUBNET: the tunnel network.",
+            internal_subnet_value(opts.subnet4),
+            _pattern_check("internal_subnet", "internal_subnet must be an IPv4 address or CIDR, e.g. 10.13.13.0."),
         ),
-        _variable("peer_dns", "string", "PEERDNS: auto, empty, or DNS servers for peers.", opts.peer_dns),
+        _variable(
+            "peer_dns",
+            "string",
+            "PEERDNS: auto, empty, or DNS servers for peers.",
+            opts.peer_dns,
+            _pattern_check("peer_dns", "peer_dns must be auto, empty or IP addresses separated by commas."),
+        ),
         _variable(
             "allowed_ips",
             "list(string)",
             "Networks peers route through the tunnel; the VPC CIDR is always added.",
             [str(n) for n in opts.allowed_ips],
+            f"condition     = length(var.allowed_ips) > 0 && alltrue([for net in var.allowed_ips : "
+            f"can(regex({_hcl(TEMPLATE_PATTERNS['allowed_ips'])}, net))])\n"
+            'error_message = "allowed_ips must be CIDRs such as 10.0.0.0/16 or ::/0."',
         ),
         _variable("root_volume_size", "number", "Root volume size in GiB.", 8),
     ]
     return "\n".join(blocks)
 
 
+@guarded
 def render_terraform(opts: DeployOptions) -> dict[str, str]:
     """Terraform bundle: versions.tf, variables.tf, main.tf, outputs.tf and the user-data template."""
     if opts.client_port != DEFAULT_PORT:
-        raise InputError(
-            f"invalid advertised port for AWS: '{opts.client_port}': the Elastic IP does not translate "
-            f"ports, so clients must use {DEFAULT_PORT}"
-        )
+        raise InputError("invalid advertised port for AWS", opts.client_port,
+                         f"the Elastic IP does not translate ports, so clients must use {DEFAULT_PORT}")
     return {
         "versions.tf": VERSIONS_TF,
         "variables.tf": render_variables(opts),

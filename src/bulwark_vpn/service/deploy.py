@@ -51,13 +51,19 @@ def config_folder_snapshot(ctx: Context) -> tuple[tuple[str, bytes], ...]:
 
 
 def render_deployment(ctx: Context, target: str, out_dir: Path, **overrides: object) -> DeployResult:
-    """Write the deployment files for `target` from the store's settings and peers (or the defaults)."""
+    """Write the deployment files for `target` from the store's settings and peers (or the defaults).
+
+    Every override goes through the parser of its kind (see `deploy.DeployOptions`), and every file is rendered
+    before the first one is written: a refused value leaves `out_dir` as it was.
+    """
     from bulwark_vpn import deploy
+    from bulwark_vpn.config import parse_config_dir
 
     renderers = {"docker": deploy.render_docker, "kubernetes": deploy.render_kubernetes,
                  "terraform": deploy.render_terraform, "systemd": deploy.render_systemd}
     if target not in renderers:
         raise InputError("unknown deploy target", target, f"use one of {', '.join(DEPLOY_TARGETS)}")
+    out_dir = parse_config_dir(str(out_dir), "output folder")
     settings = Settings()
     peers: tuple[str, ...] = ()
     secret_files: tuple[tuple[str, bytes], ...] = ()
@@ -67,9 +73,8 @@ def render_deployment(ctx: Context, target: str, out_dir: Path, **overrides: obj
             peers = tuple(p.name for p in store.peers())
         if overrides.get("storage") == "secret":
             secret_files = config_folder_snapshot(ctx)
-    key = overrides.get("aws_ssh_public_key")
-    if isinstance(key, str) and "\n" not in key and Path(key).expanduser().is_file():
-        overrides["aws_ssh_public_key"] = Path(key).expanduser().read_text().strip()
+    if overrides.get("aws_ssh_public_key") is not None:
+        overrides["aws_ssh_public_key"] = _ssh_public_key_text(overrides["aws_ssh_public_key"])
     options = deploy.DeployOptions.from_settings(
         settings, peers=overrides.pop("peers", None) or peers or None,
         secret_files=secret_files or None, **overrides,
@@ -77,3 +82,17 @@ def render_deployment(ctx: Context, target: str, out_dir: Path, **overrides: obj
     files = renderers[target](options)
     written = deploy.write_bundle(files, out_dir)
     return DeployResult(target, [str(p) for p in written])
+
+
+def _ssh_public_key_text(value: object) -> str:
+    """An SSH public key given as its text, or as the path of a file holding it (`~/.ssh/id_ed25519.pub`)."""
+    from bulwark_vpn.values import require_text
+
+    hint = "give a key line ('ssh-ed25519 AAAA... you@host') or the path of a readable .pub file"
+    text = require_text(value, "SSH public key", hint)
+    if text.startswith(("ssh-", "ecdsa-", "sk-")):
+        return text
+    try:
+        return Path(text).expanduser().read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        raise InputError("invalid SSH public key", value, hint) from None

@@ -27,6 +27,7 @@ from bulwark_vpn.values.net import (
     parse_dns_servers,
     parse_endpoint,
     parse_host,
+    parse_https_url,
     parse_ip_address,
     parse_network,
     parse_networks,
@@ -35,7 +36,8 @@ from bulwark_vpn.values.net import (
     parse_subnet6,
 )
 from bulwark_vpn.values.numbers import parse_bool, parse_int, parse_keepalive, parse_mtu, parse_port
-from bulwark_vpn.values.text import has_unsafe_char, require_text
+from bulwark_vpn.values.paths import parse_absolute_path, parse_relative_path
+from bulwark_vpn.values.text import has_unsafe_char, parse_choice, require_ascii_token, require_text
 from bulwark_vpn.values.times import format_moment, parse_duration, parse_expiry
 
 __all__ = [
@@ -48,7 +50,9 @@ __all__ = [
     "has_unsafe_char",
     "is_numbered_peer",
     "parse_base_url",
+    "parse_absolute_path",
     "parse_bool",
+    "parse_choice",
     "parse_dns_name",
     "parse_dns_servers",
     "parse_duration",
@@ -56,6 +60,7 @@ __all__ = [
     "parse_endpoint",
     "parse_expiry",
     "parse_host",
+    "parse_https_url",
     "parse_int",
     "parse_interface_name",
     "parse_ip_address",
@@ -65,11 +70,13 @@ __all__ = [
     "parse_networks",
     "parse_peer_name",
     "parse_port",
+    "parse_relative_path",
     "parse_server_url",
     "parse_subnet4",
     "parse_subnet6",
     "parse_token_name",
     "parse_user_name",
     "peer_folder",
+    "require_ascii_token",
     "require_text",
 ]

@@ -253,3 +253,38 @@ def parse_base_url(value: object, what: str = "URL") -> str:
         raise InputError(f"invalid {what}", value, hint)
     shown = f"[{canonical}]" if ":" in canonical else canonical
     return f"{scheme}://{shown}{':' + port if port else ''}{(path or '').rstrip('/')}"
+
+
+_URL_PATH = re.compile(r"(?:/[A-Za-z0-9._~!+,;=:@%-]*)*(?:\?[A-Za-z0-9._~!+,;=:@%/?&-]*)?")
+
+
+def parse_https_url(value: object, what: str = "URL") -> str:
+    """An https URL: `https://HOST[:PORT]/path?query`, HOST a DNS name or an IP address (IPv6 in brackets).
+
+    No user name or password (they would be written into files), no fragment, and none of the characters a
+    shell, a YAML or an HCL string would treat specially (quotes, `$`, backslash, spaces, `{}`, backticks).
+    """
+    hint = "give an https:// URL such as https://files.example.org/bulwark_vpn-0.1.0-py3-none-any.whl"
+    text = require_text(value, what, hint)
+    if not text.startswith("https://"):
+        raise InputError(f"invalid {what}", value, hint)
+    rest = text.removeprefix("https://")
+    split = min((rest.index(c) for c in "/?" if c in rest), default=len(rest))
+    authority, tail = rest[:split], rest[split:]
+    host, port = authority, ""
+    if authority.startswith("["):
+        host, sep, after = authority.partition("]")
+        host += sep
+        port = after
+    elif ":" in authority:
+        host, _, port = authority.rpartition(":")
+        port = ":" + port
+    if port and not (port.startswith(":") and _PORT.fullmatch(port[1:]) and 1 <= int(port[1:]) <= 65535):
+        raise InputError(f"invalid {what}", value, hint)
+    if not _URL_PATH.fullmatch(tail) or len(text) > 2048:
+        raise InputError(f"invalid {what}", value, hint)
+    try:
+        parse_host(host, what)
+    except InputError:
+        raise InputError(f"invalid {what}", value, hint) from None
+    return text

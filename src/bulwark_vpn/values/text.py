@@ -36,3 +36,12 @@ def require_ascii_token(value: object, what: str, hint: str, pattern: re.Pattern
     if not pattern.fullmatch(text):
         raise InputError(f"invalid {what}", value, hint)
     return text
+
+
+def parse_choice(value: object, choices: tuple[str, ...], what: str) -> str:
+    """One of a fixed set of words, spelled exactly (`LoadBalancer`, not `loadbalancer`)."""
+    hint = f"use {', '.join(choices[:-1])} or {choices[-1]}" if len(choices) > 1 else f"use {choices[0]}"
+    text = require_text(value, what, hint)
+    if text not in choices:
+        raise InputError(f"invalid {what}", value, hint)
+    return text

@@ -13,7 +13,7 @@ docker run \
   -e PEERS=2 \
   -e INTERNAL_SUBNET=10.8.0.0 \
   -e INTERNAL_SUBNET6=fd00:8::/64 \
-  -e 'PEERDNS=1.1.1.1, 9.9.9.9' \
+  -e PEERDNS=1.1.1.1,9.9.9.9 \
   -e 'ALLOWEDIPS=10.0.0.0/8, 192.168.0.0/16' \
   -e PERSISTENTKEEPALIVE_PEERS=all \
   -e LOG_CONFS=true \

@@ -37,6 +37,11 @@ variable "vpc_cidr" {
   description = "CIDR of the VPC created when vpc_id is null."
   type        = string
   default     = "172.31.0.0/16"
+
+  validation {
+    condition     = can(cidrnetmask(var.vpc_cidr))
+    error_message = "vpc_cidr must be an IPv4 CIDR such as 10.0.0.0/16."
+  }
 }
 
 variable "subnet_cidr" {
@@ -68,8 +73,8 @@ variable "wheel_url" {
   default     = "https://files.example.org/bulwark_vpn-0.1.0-py3-none-any.whl"
 
   validation {
-    condition     = var.wheel_url == null || can(regex("^https://[^'\\s]+$", var.wheel_url))
-    error_message = "wheel_url must be an https:// URL without quotes or spaces."
+    condition     = var.wheel_url == null || can(regex("^https://[A-Za-z0-9._~!+,;=:@%/?&\\[\\]-]+$", var.wheel_url))
+    error_message = "wheel_url must be an https:// URL without quotes, spaces, $ or braces."
   }
 }
 
@@ -77,6 +82,11 @@ variable "bulwark_version" {
   description = "Bulwark release installed from the package index."
   type        = string
   default     = "0.1.0"
+
+  validation {
+    condition     = can(regex("^[0-9A-Za-z][0-9A-Za-z._+!-]{0,63}$", var.bulwark_version))
+    error_message = "bulwark_version must be a version such as 0.1.0."
+  }
 }
 
 variable "peers" {
@@ -85,8 +95,8 @@ variable "peers" {
   default     = "2"
 
   validation {
-    condition     = can(regex("^[A-Za-z0-9_,-]*$", var.peers))
-    error_message = "peers must be a number or comma-separated names (letters, digits, _ and -)."
+    condition     = can(regex("^[A-Za-z0-9_=+.,-]*$", var.peers))
+    error_message = "peers must be a number or comma-separated names (letters, digits and _=+.-)."
   }
 }
 
@@ -94,18 +104,33 @@ variable "internal_subnet" {
   description = "INTERNAL_SUBNET: the tunnel network."
   type        = string
   default     = "10.8.0.0"
+
+  validation {
+    condition     = can(regex("^[0-9]{1,3}([.][0-9]{1,3}){3}(/[0-9]{1,2})?$", var.internal_subnet))
+    error_message = "internal_subnet must be an IPv4 address or CIDR, e.g. 10.13.13.0."
+  }
 }
 
 variable "peer_dns" {
   description = "PEERDNS: auto, empty, or DNS servers for peers."
   type        = string
-  default     = "1.1.1.1, 9.9.9.9"
+  default     = "1.1.1.1,9.9.9.9"
+
+  validation {
+    condition     = can(regex("^[0-9A-Fa-f:.,]*$|^auto$", var.peer_dns))
+    error_message = "peer_dns must be auto, empty or IP addresses separated by commas."
+  }
 }
 
 variable "allowed_ips" {
   description = "Networks peers route through the tunnel; the VPC CIDR is always added."
   type        = list(string)
   default     = ["10.0.0.0/8", "192.168.0.0/16"]
+
+  validation {
+    condition     = length(var.allowed_ips) > 0 && alltrue([for net in var.allowed_ips : can(regex("^[0-9A-Fa-f:.]{2,45}/[0-9]{1,3}$", net))])
+    error_message = "allowed_ips must be CIDRs such as 10.0.0.0/16 or ::/0."
+  }
 }
 
 variable "root_volume_size" {
