@@ -47,6 +47,9 @@ from bulwark_vpn.deploy.systemd import environment_line, render_environment_file
 from bulwark_vpn.errors import BulwarkError, InputError, RenderError
 from bulwark_vpn.values import has_unsafe_char
 
+# Generated examples and external validators: part of the full suite, not of the fast set.
+pytestmark = pytest.mark.slow
+
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeBulwarkTestKeyOnlyForGoldenFilesXXXXXXXX test@bulwark"
 LINE_BREAKS = ["\n", "\r", "\r\n", "\x85", "\u2028", "\u2029", "\x00", "\x0b", "\x0c", "\x1b"]
 FRAGMENTS = [

@@ -35,6 +35,9 @@ from bulwark_vpn.deploy.cloudinit import fill_template, template_values
 from tests import tfharness
 from tests.test_deploy_render import CUSTOM_AWS, CUSTOM_K8S, DEFAULT, ROOT
 
+# Generated examples and external validators: part of the full suite, not of the fast set.
+pytestmark = pytest.mark.slow
+
 KUBERNETES_VERSIONS = [f"1.{minor}.0" for minor in range(29, 38)]
 K8S_CASES = {"default": DEFAULT, "custom": CUSTOM_K8S, "no-test-client": DeployOptions()}
 TF_CASES = {"default": DEFAULT, "custom": CUSTOM_AWS}

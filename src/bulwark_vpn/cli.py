@@ -49,9 +49,11 @@ def _interface_option(func):
 
 def _context(config_dir: str | None):
     from bulwark_vpn.service import DEFAULT_RUN_DIR, Context
+    from bulwark_vpn.service.actors import cli_actor
 
     run_dir = Path(_STATE["run_dir"]) if _STATE["run_dir"] else DEFAULT_RUN_DIR
-    return Context(config_dir=_config_dir(config_dir), run_dir=run_dir, environ=dict(os.environ))
+    environ = dict(os.environ)
+    return Context(config_dir=_config_dir(config_dir), run_dir=run_dir, environ=environ, actor=cli_actor(environ))
 
 
 def _echo_json(value: object) -> None:
@@ -147,6 +149,12 @@ def _setup_logging(debug: bool) -> None:
 @click.option("--dns-clients", help="Networks besides the tunnel whose DNS queries the forwarder answers, e.g. "
                                     "192.168.1.0/24 ('' for none) [none] (BULWARK_DNS_CLIENTS).")
 @click.option("--log-confs/--no-log-confs", default=None, help="Print new peers' QR codes to the log (LOG_CONFS).")
+@click.option("--serve/--no-serve", default=None,
+              help="Serve the HTTP API and web pages with the gateway, to peers and this host [off] (BULWARK_SERVE).")
+@click.option("--api-port", help="TCP port of the API on the tunnel and loopback addresses [8080].")
+@click.option("--api-url", help="The address people open, e.g. https://vpn.example.com (links use it).")
+@click.option("--require-2fa/--no-require-2fa", default=None, help="Every user must set up TOTP [off].")
+@click.option("--audit-retention-days", help="How long the audit log keeps entries [90].")
 @click.option("--peers", help="Peers to create: a count N (peer1..peerN) or names (PEERS).")
 @_json_option
 def init(config_dir, settings_file, peers, as_json, **flags) -> None:
@@ -179,14 +187,18 @@ def peer() -> None:
 @click.option("--server-allowed-ips", help="Extra networks behind these peers, routed to them by the server.")
 @click.option("--keepalive", help="PersistentKeepalive seconds (e.g. 25).")
 @click.option("--public-key", help="The peer's own public key (its private key stays on the client).")
+@click.option("--owner", help="The user who owns these peers (sees and manages them in the web pages).")
+@click.option("--expires", help="When they stop working: a duration (30d, 12h) or a date (2026-12-31).")
 @_interface_option
 @_json_option
-def peer_add(names, config_dir, allowed_ips, server_allowed_ips, keepalive, public_key, interface, as_json) -> None:
+def peer_add(names, config_dir, allowed_ips, server_allowed_ips, keepalive, public_key, owner, expires, interface,
+             as_json) -> None:
     """Add peers: keys, addresses, configs and QR codes."""
     from bulwark_vpn import service
 
     request = service.AddPeersRequest.parse(names, allowed_ips=allowed_ips, server_allowed_ips=server_allowed_ips,
-                                            keepalive=keepalive, public_key=public_key, interface=interface)
+                                            keepalive=keepalive, public_key=public_key, interface=interface,
+                                            owner=owner, expires=expires)
     result = service.add_peers(_context(config_dir), request)
     if as_json:
         _echo_json(result.to_dict())
@@ -219,6 +231,46 @@ def _names_command(verb: str, doc: str):
     return command
 
 
+@peer.command("update")
+@click.argument("name")
+@_config_dir_option
+@click.option("--allowed-ips", help="Client AllowedIPs for this peer.")
+@click.option("--keepalive", help="PersistentKeepalive seconds (0 turns it off).")
+@click.option("--expires", help="When it stops working: a duration (30d) or a date (2026-12-31).")
+@click.option("--owner", help="Give the peer to this user.")
+@click.option("--clear", multiple=True, help="Reset a field: allowed_ips, keepalive, expires or owner (repeatable).")
+@_interface_option
+@_json_option
+def peer_update(name, config_dir, allowed_ips, keepalive, expires, owner, clear, interface, as_json) -> None:
+    """Change a peer's AllowedIPs, keepalive, expiry or owner; applied live."""
+    from bulwark_vpn.service.peers import UpdatePeerRequest, update_peer
+
+    request = UpdatePeerRequest.parse(name, allowed_ips=allowed_ips, keepalive=keepalive, expires=expires,
+                                      owner=owner, clear=clear, interface=interface)
+    info = update_peer(_context(config_dir), request)
+    if as_json:
+        _echo_json(info.to_dict())
+    else:
+        _say(f"updated peer {info.name}")
+
+
+@peer.command("share")
+@click.argument("name")
+@_config_dir_option
+@click.option("--expires", help="How long the link works, e.g. 24h (at most 30d) [24h].")
+@_json_option
+def peer_share(name, config_dir, expires, as_json) -> None:
+    """A single-use link that lets one person download this peer's config or scan its QR code (URL on stdout)."""
+    from bulwark_vpn.service.share import create_share
+
+    share = create_share(_context(config_dir), name, expires)
+    if as_json:
+        _echo_json(share.to_dict())
+        return
+    click.echo(share.url)
+    _say(f"the link works once, until {share.info.to_dict()['expires']}")
+
+
 _names_command("remove", "Remove peers and their files.")
 _names_command("enable", "Enable peers (they are put back on the device).")
 _names_command("disable", "Disable peers: keys and address are kept, the peer is taken off the device.")
@@ -238,9 +290,12 @@ def peer_list(config_dir, search, as_json) -> None:
         return
     width = max([12, *(len(p.name) for p in result.peers)])
     for p in result.peers:
-        state = "" if p.enabled else "  (disabled)"
+        notes = [n for n in ("disabled" if not p.enabled else "", "expired" if p.expired else "",
+                             f"owner {p.owner}" if p.owner else "",
+                             f"expires {p.to_dict()['expires']}" if p.expires_at and not p.expired else "") if n]
         six = f"  {p.address6}" if p.address6 else ""
-        click.echo(f"{p.name:<{width}} {p.address4:<15}{six}  {p.public_key}{state}")
+        shown = f"  ({', '.join(notes)})" if notes else ""
+        click.echo(f"{p.name:<{width}} {p.address4:<15}{six}  {p.public_key}{shown}")
 
 
 @peer.command("show")
@@ -275,19 +330,21 @@ def peer_show(name, config_dir, endpoint, qr, as_json) -> None:
 @click.option("--settings", "settings_file", type=click.Path(dir_okay=False, path_type=Path),
               envvar="BULWARK_SETTINGS", help="TOML settings file used to set the server up if needed.")
 @click.option("--foreground", is_flag=True, help="Stay attached and supervise (systemd, containers).")
+@click.option("--serve/--no-serve", default=None, help="Also serve the HTTP API and web pages (kept as a setting).")
 @click.option("--error-file", hidden=True, type=click.Path(dir_okay=False, path_type=Path))
 @_json_option
-def up(config_dir, interface, backend, settings_file, foreground, error_file, as_json) -> None:
+def up(config_dir, interface, backend, settings_file, foreground, serve, error_file, as_json) -> None:
     """Bring the gateway up from the store (setting it up from the linuxserver variables if needed)."""
     from bulwark_vpn import service
 
     ctx = _context(config_dir)
     if foreground:
         _STATE["error_file"] = error_file
-        service.up_foreground(ctx, interface=interface, backend=backend, settings_file=settings_file,
+        service.up_foreground(ctx, interface=interface, backend=backend, settings_file=settings_file, serve=serve,
                               ready=lambda state: _say(f"{state.interface} is up ({state.backend}, pid {state.pid})"))
         return
-    result = service.up_background(ctx, interface=interface, backend=backend, settings_file=settings_file)
+    result = service.up_background(ctx, interface=interface, backend=backend, settings_file=settings_file,
+                                   serve=serve)
     click.echo(result.log, err=True, nl=False)
     if as_json:
         _echo_json(result.to_dict())
@@ -435,6 +492,236 @@ def doctor(config_dir, interface, peer_config, fix, yes, as_json) -> None:
         _say("none of these can be fixed by doctor --fix: see the fix lines")
     if report.failed:
         sys.exit(ExitCode.FAILURE)
+
+
+# -- the control plane: API, users, tokens, audit --------------------------------------------------------
+
+
+@cli.command()
+@_config_dir_option
+@click.option("--listen", multiple=True, metavar="ADDR:PORT",
+              help="Where to listen (repeatable) [127.0.0.1 and the tunnel addresses, on the API port].")
+@click.option("--tls-cert", help="TLS certificate file (PEM); with --tls-key, serve HTTPS.")
+@click.option("--tls-key", help="TLS private key file (PEM).")
+@click.option("--trusted-proxy", multiple=True, metavar="CIDR",
+              help="A reverse proxy whose X-Forwarded-For/Proto are believed (repeatable) [none].")
+def serve(config_dir, listen, tls_cert, tls_key, trusted_proxy) -> None:
+    """Serve the HTTP API and web pages (beside `bulwark up`, on the same store)."""
+    try:
+        from bulwark_vpn.web.server import ServeOptions, serve_forever
+    except ImportError:
+        from bulwark_vpn.errors import SystemActionError
+
+        raise SystemActionError("the API is not installed", "bulwark-vpn[web]",
+                                "pip install 'bulwark-vpn[web]' (the container image has it)") from None
+    options = ServeOptions.parse(listen=listen, tls_cert=tls_cert, tls_key=tls_key, trusted_proxies=trusted_proxy)
+    ctx = _context(config_dir)
+    ctx.open_store(read_only=True).close()  # a missing store is said now, not at the first request
+    serve_forever(ctx, options)
+
+
+@cli.group()
+def user() -> None:
+    """Accounts of the web pages and the API: add, list, update, remove, reset 2FA."""
+
+
+def _read_password(password_stdin: bool) -> str | None:
+    if not password_stdin:
+        return None
+    line = sys.stdin.readline()
+    return line[:-1] if line.endswith("\n") else line
+
+
+@user.command("add")
+@click.argument("name")
+@_config_dir_option
+@click.option("--admin", is_flag=True, help="Make the user an admin.")
+@click.option("--peer-limit", help="How many peers the user may own.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin instead of making a setup link.")
+@_json_option
+def user_add(name, config_dir, admin, peer_limit, password_stdin, as_json) -> None:
+    """Add a user; without --password-stdin, print a single-use setup link for them (there is no default password)."""
+    from bulwark_vpn.service import accounts
+
+    request = accounts.AddUserRequest.parse(name, role="admin" if admin else "user", peer_limit=peer_limit,
+                                            password=_read_password(password_stdin))
+    result = accounts.add_user(_context(config_dir), request)
+    if as_json:
+        _echo_json(result.to_dict())
+        return
+    _say(f"added {'admin' if admin else 'user'} {result.user.name}")
+    if result.setup is not None:
+        click.echo(result.setup.url)
+        _say(f"send this link to {result.user.name}: it works once, until {result.setup.to_dict()['expires']}")
+
+
+@user.command("list")
+@_config_dir_option
+@_json_option
+def user_list(config_dir, as_json) -> None:
+    """List the users (no secrets)."""
+    from bulwark_vpn.service import accounts
+
+    result = accounts.list_users(_context(config_dir))
+    if as_json:
+        _echo_json(result.to_dict())
+        return
+    for u in result.users:
+        flags = ", ".join(f for f in ("2FA" if u.totp_enabled else "", "2FA required" if u.require_2fa else "",
+                                      "" if u.has_password else "setup pending") if f)
+        limit = f"limit {u.peer_limit}" if u.peer_limit is not None else "no limit"
+        click.echo(f"{u.name:<20} {u.role:<6} {u.peers} peers ({limit}){'  ' + flags if flags else ''}")
+
+
+@user.command("update")
+@click.argument("name")
+@_config_dir_option
+@click.option("--role", help="admin or user.")
+@click.option("--peer-limit", help="How many peers the user may own.")
+@click.option("--no-peer-limit", is_flag=True, help="Remove the peer limit.")
+@click.option("--require-2fa/--no-require-2fa", default=None, help="Require TOTP for this user.")
+@_json_option
+def user_update(name, config_dir, role, peer_limit, no_peer_limit, require_2fa, as_json) -> None:
+    """Change a user's role, peer limit or 2FA requirement."""
+    from bulwark_vpn.service import accounts
+
+    request = accounts.UpdateUserRequest.parse(name, role=role, peer_limit=peer_limit, require_2fa=require_2fa,
+                                               clear_peer_limit=no_peer_limit)
+    info = accounts.update_user(_context(config_dir), request)
+    if as_json:
+        _echo_json(info.to_dict())
+    else:
+        _say(f"updated user {info.name}")
+
+
+@user.command("remove")
+@click.argument("name")
+@_config_dir_option
+@_json_option
+def user_remove(name, config_dir, as_json) -> None:
+    """Remove a user (their tokens are revoked; their peers stay, for admins to manage)."""
+    from bulwark_vpn.service import accounts
+
+    info = accounts.remove_user(_context(config_dir), name)
+    if as_json:
+        _echo_json(info.to_dict())
+    else:
+        _say(f"removed user {info.name}")
+
+
+@user.command("reset-2fa")
+@click.argument("name")
+@_config_dir_option
+@_json_option
+def user_reset_2fa(name, config_dir, as_json) -> None:
+    """Turn a user's TOTP off (a lost phone); they set it up again at the next sign-in when 2FA is required."""
+    from bulwark_vpn.service import accounts
+
+    info = accounts.reset_2fa(_context(config_dir), name)
+    if as_json:
+        _echo_json(info.to_dict())
+    else:
+        _say(f"2FA reset for {info.name}")
+
+
+@user.command("setup-link")
+@click.argument("name")
+@_config_dir_option
+@click.option("--expires", help="How long the link works [72h].")
+@_json_option
+def user_setup_link(name, config_dir, expires, as_json) -> None:
+    """A new single-use link for a user to set their password (older unused links stop working)."""
+    from bulwark_vpn.service import accounts
+
+    link = accounts.new_setup_link(_context(config_dir), name, expires)
+    if as_json:
+        _echo_json(link.to_dict())
+        return
+    click.echo(link.url)
+
+
+@cli.group()
+def token() -> None:
+    """API tokens for scripts: create (printed once), list, revoke."""
+
+
+@token.command("create")
+@_config_dir_option
+@click.option("--name", required=True, help="What the token is for, e.g. CI.")
+@click.option("--scope", "scopes", multiple=True, required=True,
+              help="read, peers:write, admin or metrics (repeatable, or comma-separated).")
+@click.option("--expires", help="When it stops working: 30d, or a date [never].")
+@click.option("--user", "owner", help="The user it acts as [the user running this command].")
+@_json_option
+def token_create(config_dir, name, scopes, expires, owner, as_json) -> None:
+    """Create a token; it is printed once, alone on stdout (send it as 'Authorization: Bearer TOKEN')."""
+    import time
+
+    from bulwark_vpn.service import auth
+
+    flat = [part for scope in scopes for part in scope.split(",") if part]
+    request = auth.CreateTokenRequest.parse(name, scopes=flat, expires=expires, now=time.time(), owner=owner)
+    result = auth.create_token(_context(config_dir), request)
+    if as_json:
+        _echo_json(result.to_dict())
+        return
+    click.echo(result.token.reveal())
+    _say(f"token {result.info.id} '{result.info.name}' for {result.info.owner} ({', '.join(result.info.scopes)}): "
+         f"shown this once")
+
+
+@token.command("list")
+@_config_dir_option
+@_json_option
+def token_list(config_dir, as_json) -> None:
+    """List tokens (never the tokens themselves): scopes, expiry, last use."""
+    from bulwark_vpn.service import auth
+
+    result = auth.list_tokens(_context(config_dir))
+    if as_json:
+        _echo_json(result.to_dict())
+        return
+    for t in result.tokens:
+        d = t.to_dict()
+        state = "revoked" if t.revoked else f"expires {d['expires']}" if t.expires_at else "no expiry"
+        used = f"last used {d['last_used']} from {t.last_used_from}" if t.last_used_at else "never used"
+        click.echo(f"{t.id:>4} {t.name:<20} {t.owner:<12} {','.join(t.scopes):<20} {state}, {used}")
+
+
+@token.command("revoke")
+@click.argument("token_id")
+@_config_dir_option
+@_json_option
+def token_revoke(token_id, config_dir, as_json) -> None:
+    """Revoke a token by its id (see 'bulwark token list')."""
+    from bulwark_vpn.service import auth
+
+    info = auth.revoke_token(_context(config_dir), token_id)
+    if as_json:
+        _echo_json(info.to_dict())
+    else:
+        _say(f"revoked token {info.id} '{info.name}'")
+
+
+@cli.command()
+@_config_dir_option
+@click.option("--user", help="Only what this user did (their sessions and tokens).")
+@click.option("--peer", help="Only what concerns this peer.")
+@click.option("--limit", default="100", help="How many entries, newest first [100].")
+@_json_option
+def audit(config_dir, user, peer, limit, as_json) -> None:
+    """The audit log: who did what, when, from where, and the result."""
+    from bulwark_vpn.service.audit import AuditRequest, list_audit
+    from bulwark_vpn.values import format_moment
+
+    page = list_audit(_context(config_dir), AuditRequest.parse(user=user, peer=peer, limit=limit))
+    if as_json:
+        _echo_json(page.to_dict())
+        return
+    for e in page.entries:
+        target = f" {e.target}" if e.target else ""
+        where = f" from {e.address}" if e.address else ""
+        click.echo(f"{format_moment(e.at)} {e.actor}{where} {e.operation}{target}: {e.result}")
 
 
 # -- errors -----------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bulwark_vpn.dataplane import firewall, fwrules, link, netcfg, wg
 from bulwark_vpn.dataplane.apply import (
@@ -168,13 +169,21 @@ def peer_spec(peer: Peer) -> wg.PeerSpec:
     )
 
 
-def desired_device(settings: Settings, key: PrivateKey, peers: Iterable[Peer]) -> DesiredDevice:
-    """The device the store asks for: enabled peers only."""
+def desired_device(settings: Settings, key: PrivateKey, peers: Iterable[Peer],
+                   now: float | None = None) -> DesiredDevice:
+    """The device the store asks for: enabled peers that have not expired."""
+    moment = time.time() if now is None else now
     return DesiredDevice(
         private_key=key,
         listen_port=settings.listen_port,
-        peers={p.public_key: peer_spec(p) for p in peers if p.enabled},
+        peers={p.public_key: peer_spec(p) for p in peers if p.enabled and not p.expired(moment)},
     )
+
+
+def next_expiry(peers: Iterable[Peer], now: float) -> float | None:
+    """When the next enabled peer expires (a moment in the future), if any does."""
+    moments = [p.expires_at for p in peers if p.enabled and p.expires_at is not None and p.expires_at > now]
+    return min(moments) if moments else None
 
 
 def extra_routes(peers: Iterable[Peer], only: Iterable[PublicKey] | None = None) -> list:
@@ -263,6 +272,12 @@ class Gateway:
         self._conflicts: set[Conflict] = set()
         # Where online peers were last seen, to reconnect them at once after a wireguard-go restart.
         self._endpoints: dict[PublicKey, str] = {}
+        # Expiry: when the device must next drop a peer; traffic history: the counters at the last sample.
+        self._next_expiry: float | None = None
+        self._counters: dict[str, tuple[int, int]] | None = None
+        self._last_sample = 0.0
+        self._last_compact = 0.0
+        self.api: Any = None
 
     # -- bring-up --
 
@@ -279,6 +294,7 @@ class Gateway:
         self._conflicts = set(conflicts)
         self._revision, self.settings, self._peers = revision, settings, peers
         self._desired = DesiredDevice(desired.private_key, desired.listen_port, kept)
+        self._next_expiry = next_expiry(peers, time.time())
 
     def _wanted_routes(self) -> list:
         assert self._desired is not None  # noqa: S101 - _load ran
@@ -348,6 +364,9 @@ class Gateway:
             dns_undo = self._start_dns()
             if dns_undo is not None:
                 stack.push(dns_undo)
+            api_undo = self._start_api()
+            if api_undo is not None:
+                stack.push(api_undo)
             self.state = RuntimeState(
                 interface=self.iface, config_dir=str(self.config_dir.resolve()), pid=os.getpid(), backend=backend,
                 egress=egress, forwarding_before={"ipv4": before.ipv4, "ipv6": before.ipv6}, firewall=True,
@@ -356,6 +375,27 @@ class Gateway:
             )
             self.state.save(self.run_dir)
         return self.state
+
+    def _start_api(self) -> Undo | None:
+        """The HTTP API and web pages as a thread of this process when the `serve` setting is on."""
+        if not self.settings.serve:
+            return None
+        try:
+            from bulwark_vpn.web.server import BackgroundServer, ServeOptions
+        except ImportError:
+            self.log("bulwark: the API is not installed: pip install 'bulwark-vpn[web]' (the gateway runs without it)")
+            return None
+        from bulwark_vpn.service import Context
+
+        ctx = Context(self.config_dir, run_dir=self.run_dir)
+        self.api = BackgroundServer(ctx, ServeOptions()).start()
+        self.log(f"[#] API and web pages on {', '.join('http://' + str(x) for x in self.api.listen)}")
+        return Undo("stop the API", self._stop_api)
+
+    def _stop_api(self) -> None:
+        if self.api is not None:
+            self.api.stop()
+            self.api = None
 
     def _keep_router_advertisements(self, egress: str | None) -> None:
         """IPv6 forwarding makes an interface with accept_ra=1 ignore router advertisements, and a SLAAC
@@ -494,12 +534,17 @@ class Gateway:
                     self._restart_userspace()
                     continue
                 now = time.monotonic()
+                expiring = self._next_expiry is not None and time.time() >= self._next_expiry
+                if expiring:
+                    self._revision = -1  # reload: the desired device drops the peers that just expired
+                    self.log("bulwark: a peer expired; taking it off the device")
                 if self.store.revision() != self._revision or now - last_drift >= interval:
                     last_drift = now
                     self.sync()
                     self._check_firewall()
                     last_error = None  # a whole pass worked: the next failure is news again
                     interval = max(DRIFT_INTERVAL, (time.monotonic() - now) / DRIFT_DUTY)
+                self._sample_traffic()
             except LinkLost:
                 raise
             except (BulwarkError, sqlite3.Error) as exc:
@@ -510,11 +555,33 @@ class Gateway:
                     self.log(message)
                 last_error = message
 
+    def _sample_traffic(self) -> None:
+        """Once a minute: each peer's byte counters into the store's traffic history (growth since the last
+        sample); once an hour: fold old minute points into hourly ones."""
+        from bulwark_vpn.service import traffic
+
+        now = time.time()
+        if now - self._last_sample < traffic.MINUTE or self.store.schema_version() < 3:
+            return
+        self._last_sample = now
+        live = wg.read_device(self.runner, self.iface)
+        if live is None:
+            return
+        names = {p.public_key: p.name for p in self._peers}
+        counters = {names[key]: (peer.rx_bytes, peer.tx_bytes) for key, peer in live.peers.items() if key in names}
+        if self._counters is not None:
+            traffic.record_sample(self.store, now, counters, self._counters)
+        self._counters = counters
+        if now - self._last_compact >= traffic.HOUR:
+            self._last_compact = now
+            traffic.compact(self.store, now)
+
     # -- teardown --
 
     def tear_down(self) -> None:
         """Undo everything the bring-up did (recorded in the state file), even after a crash."""
         state = self.state or RuntimeState.load(self.run_dir, self.iface)
+        self._stop_api()
         self._stop_dns()
         self._delete_link()
         release_system(self.runner, self.run_dir, self.iface, state)

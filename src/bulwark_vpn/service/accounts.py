@@ -153,7 +153,7 @@ def list_users(ctx: Context) -> UserList:
 def show_user(ctx: Context, name: object) -> UserInfo:
     """A user's account: admins see anyone's, a user only their own."""
     wanted = parse_user_name(name)
-    if not ctx.actor.is_admin and wanted != ctx.actor.name:
+    if not ctx.actor.sees_all and wanted != ctx.actor.name:
         raise NotFoundError("no user with this name", wanted, "see 'bulwark user list'")
     with ctx.open_store(read_only=True) as store:
         return UserInfo.of(store.user(wanted), store)

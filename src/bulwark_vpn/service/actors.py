@@ -35,7 +35,14 @@ class Actor:
 
     @property
     def is_admin(self) -> bool:
+        """May administer (users, settings, audit): an admin, through a session or a token with the admin scope."""
         return self.role == ADMIN and "admin" in self.scopes
+
+    @property
+    def sees_all(self) -> bool:
+        """Sees and (with peers:write) changes every peer, not only their own: any admin, whatever the token's
+        scopes (a read-only admin token reads everything)."""
+        return self.role == ADMIN
 
     def can(self, scope: str) -> bool:
         """True when the actor's scopes allow `scope` (admin allows everything)."""
@@ -52,11 +59,11 @@ class Actor:
 
     def owner_filter(self) -> str | None:
         """The owner a listing is limited to: None for admins (everything), the user's name otherwise."""
-        return None if self.is_admin else self.name
+        return None if self.sees_all else self.name
 
     def check_owns(self, peer_name: str, owner: str | None) -> None:
         """Another user's peer does not exist for this actor."""
-        if not self.is_admin and owner != self.name:
+        if not self.sees_all and owner != self.name:
             # Word for word what a missing peer gives (store.peer): nothing tells the two apart.
             raise NotFoundError(f"no peer named '{peer_name}': see 'bulwark peer list'")
 

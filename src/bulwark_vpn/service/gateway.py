@@ -97,8 +97,9 @@ def apply_live(ctx: Context, store: Store, *, upsert: Iterable[Peer] = (), remov
     gateway.apply_peer_changes(Runner(log=ctx.log), iface, upsert=upsert, remove=remove)
 
 
-def _prepare_up(ctx: Context, interface: str | None, backend: str | None, settings_file: Path | None) -> str:
-    flags = {"interface": interface, "backend": backend}
+def _prepare_up(ctx: Context, interface: str | None, backend: str | None, settings_file: Path | None,
+                serve: bool | None = None) -> str:
+    flags = {"interface": interface, "backend": backend, "serve": serve}
     require_store_or_input(ctx, flags, settings_file)
     result = init_from_sources(ctx, flags=flags, settings_file=settings_file)
     iface = result.settings.interface
@@ -141,21 +142,22 @@ def rediscover(ctx: Context) -> None:
 
 
 def up_foreground(ctx: Context, *, interface: str | None = None, backend: str | None = None,
-                  settings_file: Path | None = None, ready: Callable[[Any], None] | None = None) -> None:
+                  settings_file: Path | None = None, serve: bool | None = None,
+                  ready: Callable[[Any], None] | None = None) -> None:
     """`bulwark up --foreground`: provision from the environment if asked, bring up, supervise until signalled."""
     from bulwark_vpn.dataplane import gateway
 
-    _prepare_up(ctx, interface, backend, settings_file)
+    _prepare_up(ctx, interface, backend, settings_file, serve)
     rediscover(ctx)
     gateway.run_foreground(ctx.config_dir, ctx.run_dir, log=ctx.log, ready=ready)
 
 
 def up_background(ctx: Context, *, interface: str | None = None, backend: str | None = None,
-                  settings_file: Path | None = None) -> UpResult:
+                  settings_file: Path | None = None, serve: bool | None = None) -> UpResult:
     """`bulwark up`: start the supervisor detached and return once the gateway is up."""
     from bulwark_vpn.dataplane.gateway import RuntimeState, log_path
 
-    iface = _prepare_up(ctx, interface, backend, settings_file)
+    iface = _prepare_up(ctx, interface, backend, settings_file, serve)
     ensure_private_dir(ctx.run_dir)
     log_file_path = log_path(ctx.run_dir, iface)
     error_path = ctx.run_dir / f"{iface}.error.json"

@@ -326,7 +326,7 @@ def check_routes_free(store: Store, settings: Settings, name: str, networks: Seq
 
 def _owner_for(ctx: Context, store: Store, requested: str | None) -> str | None:
     """Who owns new peers: a user always owns what they add; an admin may give them to a user."""
-    if not ctx.actor.is_admin:
+    if not ctx.actor.sees_all:
         if requested is not None and requested != ctx.actor.name:
             raise InputError("you can only add peers for yourself", requested, "leave the owner out")
         return ctx.actor.name
@@ -336,7 +336,7 @@ def _owner_for(ctx: Context, store: Store, requested: str | None) -> str | None:
 
 
 def _check_peer_limit(ctx: Context, store: Store, owner: str | None, adding: int) -> None:
-    if owner is None or ctx.actor.is_admin:
+    if owner is None or ctx.actor.sees_all:
         return
     user = store.user(owner)
     if user.peer_limit is not None and store.owned_count(owner) + adding > user.peer_limit:
@@ -353,7 +353,7 @@ def add_peers(ctx: Context, request: AddPeersRequest) -> PeersResult:
         raise InputError("networks behind a peer were given for several peers", ", ".join(request.names),
                          "a network can be behind one peer only: add them one at a time")
     ctx.actor.require("peers:write")
-    if request.server_allowed_ips and not ctx.actor.is_admin:
+    if request.server_allowed_ips and not ctx.actor.sees_all:
         raise AuthError("only an admin routes networks behind a peer", None, "ask an admin",
                         code=ErrorCode.FORBIDDEN)
     expires_at = None if request.expires is None else parse_expiry(request.expires, ctx.clock(), "expiry")
@@ -444,7 +444,7 @@ def update_peer(ctx: Context, request: UpdatePeerRequest) -> PeerInfo:
     """Change a peer's client AllowedIPs, keepalive, expiry or owner; its files follow, applied live."""
     ctx.actor.require("peers:write")
     expires_at = None if request.expires is None else parse_expiry(request.expires, ctx.clock(), "expiry")
-    if (request.owner is not None or "owner" in request.clear) and not ctx.actor.is_admin:
+    if (request.owner is not None or "owner" in request.clear) and not ctx.actor.sees_all:
         raise AuthError("only an admin gives a peer to another user", None, "ask an admin", code=ErrorCode.FORBIDDEN)
     with audited(ctx, "peer.update", request.name), locked(ctx) as held:
         def change(store: Store) -> tuple[Peer, list[str]]:

@@ -292,7 +292,7 @@ def init_from_sources(ctx: Context, *, flags: Mapping[str, object] | None = None
 
 def has_provisioning_input(ctx: Context, flags: Mapping[str, object], settings_file: Path | None) -> bool:
     """True when flags, a settings file or the linuxserver variables ask for a server to be set up."""
-    given = any(v is not None for k, v in flags.items() if k not in ("interface", "backend"))
+    given = any(v is not None for k, v in flags.items() if k not in ("interface", "backend", "serve"))
     return given or settings_file is not None or any(ctx.environ.get(name) for name in PROVISIONING_VARIABLES)
 
 

@@ -83,7 +83,7 @@ def list_shares(ctx: Context, peer: object = None) -> ShareList:
         if name is not None:
             ctx.actor.check_owns(name, store.peer(name).owner)
         shares = store.shares(name)
-        if not ctx.actor.is_admin:
+        if not ctx.actor.sees_all:
             owned = set(store.iter_owned(ctx.actor.name))
             shares = [s for s in shares if s.peer in owned]
         return ShareList([ShareInfo.of(s) for s in shares])
@@ -97,7 +97,7 @@ def revoke_share(ctx: Context, share_id: object) -> ShareInfo:
             owner = store.peer(share.peer).owner
         except NotFoundError:
             owner = None
-        if not ctx.actor.is_admin and owner != ctx.actor.name:
+        if not ctx.actor.sees_all and owner != ctx.actor.name:
             raise NotFoundError("no share link with this id", wanted, "see the peer's share links")
         store.revoke_share(wanted, ctx.clock())
         record(ctx, store, "share.revoke", share.peer)
