@@ -5,8 +5,8 @@ when it was made and last used, and whether the second factor passed. Idle and a
 signing in makes a new one (never reuses an id), signing out and changing the password delete them.
 
 Throttling lives in the store too, so it holds across restarts and across several API processes on one store:
-after 5 failures within a minute for an account or a client address, each further attempt must wait (1 s, 2 s,
-4 s ... up to 15 min since the last failure). Every failure is logged as one line fail2ban can match:
+after 5 failures within a minute for an account or a client address, each further attempt must wait (5 s, 10 s,
+20 s ... up to 15 min since the last failure). Every failure is logged as one line fail2ban can match:
 `<time> bulwark: authentication failure for user '<name>' from <address>`.
 """
 
@@ -32,6 +32,7 @@ IDLE_TIMEOUT = 30 * 60
 ABSOLUTE_TIMEOUT = 12 * 3600
 FREE_FAILURES = 5
 FAILURE_WINDOW = 60
+FIRST_DELAY = 5
 MAX_DELAY = 15 * 60
 
 
@@ -47,7 +48,7 @@ def _wait_needed(store: Store, scope: str, key: str, now: float) -> float:
     in_window = [t for t in recent if t >= recent[-1] - FAILURE_WINDOW] if recent else []
     if len(in_window) < FREE_FAILURES:
         return 0.0
-    delay = min(MAX_DELAY, 2 ** (len(in_window) - FREE_FAILURES))
+    delay = min(MAX_DELAY, FIRST_DELAY * 2 ** (len(in_window) - FREE_FAILURES))
     return max(0.0, recent[-1] + delay - now)
 
 
@@ -119,9 +120,11 @@ def sign_in(ctx: Context, name: object, password: object, address: str | None) -
         except InputError:
             user = None
         ok = sec.verify_password(user.password_hash if user else None, given)
+        if not ok or user is None:
+            with store.transaction():
+                error = _failed(ctx, store, user_name or "-", address, "password")
+            raise error
         with store.transaction():
-            if not ok or user is None:
-                raise _failed(ctx, store, user_name or "-", address, "password")
             store.clear_auth_failures("user", user.name)
             signed = _new_session(ctx, store, user, mfa_passed=not user.totp_enabled, address=address)
             record(ctx.as_actor(Actor("user", user.name, user.role, via="api", address=address)), store,
@@ -129,9 +132,25 @@ def sign_in(ctx: Context, name: object, password: object, address: str | None) -
             return signed
 
 
+class _Refused(Exception):
+    def __init__(self, user: str, why: str) -> None:
+        self.user, self.why = user, why
+
+
 def second_factor(ctx: Context, session: str, code: object, address: str | None) -> SignIn:
     """Step two: a TOTP code or a recovery code. The half-signed session is replaced by a new one."""
-    with ctx.open_store() as store, store.transaction():
+    with ctx.open_store() as store:
+        try:
+            return _second_factor(ctx, store, session, code, address)
+        except _Refused as refused:
+            # Recorded after the attempt's own transaction rolled back, in a transaction of its own.
+            with store.transaction():
+                error = _failed(ctx, store, refused.user, address, refused.why)
+            raise error from None
+
+
+def _second_factor(ctx: Context, store: Store, session: str, code: object, address: str | None) -> SignIn:
+    with store.transaction():
         found = _session(ctx, store, session)
         if found is None:
             raise _unauthenticated()
@@ -146,7 +165,7 @@ def second_factor(ctx: Context, session: str, code: object, address: str | None)
                                                              ctx.clock()):
             how = "recovery code"
         else:
-            raise _failed(ctx, store, user.name, address, "second factor")
+            raise _Refused(user.name, "second factor")
         store.clear_auth_failures("user", user.name)
         store.delete_session(sec.token_hash(session))
         signed = _new_session(ctx, store, user, mfa_passed=True, address=address)
@@ -205,11 +224,19 @@ def change_password(ctx: Context, old: object, new: object) -> None:
     if ctx.actor.kind != "user":
         raise AuthError("only a signed-in person changes their password", None, "sign in in the browser",
                         code=ErrorCode.FORBIDDEN)
-    with audited(ctx, "user.password", ctx.actor.name), ctx.open_store() as store, store.transaction():
+    with audited(ctx, "user.password", ctx.actor.name), ctx.open_store() as store:
         user = store.user(ctx.actor.name)
+        _check_throttle(store, user.name, ctx.actor.address, ctx.clock())
         if not sec.verify_password(user.password_hash, old if isinstance(old, str) else ""):
-            raise _failed(ctx, store, user.name, ctx.actor.address, "password change")
+            with store.transaction():
+                error = _failed(ctx, store, user.name, ctx.actor.address, "password change")
+            raise error
         chosen = sec.check_password_policy(new, user.name)
+        _change_password(ctx, store, user, chosen)
+
+
+def _change_password(ctx: Context, store: Store, user: UserRecord, chosen: str) -> None:
+    with store.transaction():
         store.update_user(replace(user, password_hash=sec.hash_password(chosen), password_changed_at=ctx.clock()))
         store.delete_user_sessions(user.name)
         record(ctx, store, "user.password", user.name)

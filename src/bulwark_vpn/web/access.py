@@ -184,3 +184,17 @@ def caller_of(request: Request) -> Caller:
     """The caller `enforce` resolved for this request (use as a dependency in the route's parameters)."""
     caller: Caller = request.state.caller
     return caller
+
+
+def app_routes(app: Any) -> list[Any]:
+    """Every route of the app, including those of included routers (walked, whatever FastAPI wraps them in)."""
+    found: list[Any] = []
+    stack = list(app.routes)
+    while stack:
+        route = stack.pop(0)
+        inner = getattr(route, "original_router", None) or getattr(route, "router", None)
+        if inner is not None and not hasattr(route, "methods"):
+            stack.extend(inner.routes)
+        else:
+            found.append(route)
+    return found

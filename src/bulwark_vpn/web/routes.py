@@ -45,6 +45,9 @@ def sign_in(body: s.SignInBody, request: Request, response: Response, caller: Ca
     from bulwark_vpn.service import auth
 
     signed = auth.sign_in(caller.ctx, body.user, body.password, caller.address)
+    previous = request.cookies.get(SESSION_COOKIE)
+    if previous:
+        auth.sign_out(caller.ctx, previous)  # a new id at each sign-in: the old one stops working
     _session_cookie(request, response, signed.session.reveal())
     return signed.to_dict()
 

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: JSON true is not the number 1, and 5 is not the text "5" (the service's parsers take it from there).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 Text = Field(max_length=4096)
