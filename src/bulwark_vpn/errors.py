@@ -50,6 +50,7 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "forbidden"
     THROTTLED = "throttled"
     TOO_LARGE = "too_large"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
     INTERNAL = "internal"
 
 
@@ -75,6 +76,7 @@ ERROR_TABLE: dict[ErrorCode, tuple[ExitCode, int]] = {
     ErrorCode.FORBIDDEN: (ExitCode.BAD_INPUT, 403),
     ErrorCode.THROTTLED: (ExitCode.FAILURE, 429),
     ErrorCode.TOO_LARGE: (ExitCode.BAD_INPUT, 413),
+    ErrorCode.METHOD_NOT_ALLOWED: (ExitCode.BAD_INPUT, 405),
     ErrorCode.INTERNAL: (ExitCode.FAILURE, 500),
 }
 

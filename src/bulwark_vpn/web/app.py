@@ -64,8 +64,16 @@ def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         return error_response(ErrorCode.NOT_FOUND, "no such page or API route", None, "see /api/openapi.json")
     if exc.status_code == 405:
-        return error_response(ErrorCode.INVALID_VALUE, "this method is not allowed here", request.method,
-                              "see /api/openapi.json")
+        from bulwark_vpn.web.access import app_routes
+
+        methods = sorted({m for route in app_routes(request.app) if hasattr(route, "path_regex")
+                          and route.path_regex.match(request.url.path) for m in getattr(route, "methods", ())})
+        return error_response(ErrorCode.METHOD_NOT_ALLOWED, "this method is not allowed here", request.method,
+                              "see /api/openapi.json", headers={"Allow": ", ".join(methods)})
+    if exc.status_code == 400:
+        # Starlette's own refusal of a body it cannot read (malformed JSON): bad input like any other.
+        return error_response(ErrorCode.INVALID_VALUE, "the request body is not valid JSON", None,
+                              "send a JSON object as documented in /api/openapi.json")
     code = ErrorCode.INVALID_VALUE if exc.status_code < 500 else ErrorCode.INTERNAL
     return JSONResponse({"error": {"code": str(code), "message": str(exc.detail), "value": None, "hint": None}},
                         status_code=exc.status_code)
