@@ -19,6 +19,7 @@ import errno
 import fcntl
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -48,15 +49,53 @@ class Context:
     # Who asks (the CLI: an admin; the API: a session's user or a token) and the clock (tests move it).
     actor: Actor = ROOT
     clock: Callable[[], float] = time.time
+    # A long-running process (the API) keeps one open store per thread instead of opening one per call.
+    stores: StoreCache | None = None
 
     def as_actor(self, actor: Actor) -> Context:
         return replace(self, actor=actor)
 
     def open_store(self, *, create: bool = False, read_only: bool = False) -> Store:
+        if self.stores is not None and not create:
+            return self.stores.get(self)
         return open_store(self.config_dir, create=create, read_only=read_only, lock_timeout=self.lock_timeout)
 
     def has_store(self) -> bool:
         return os.path.lexists(self.config_dir / STORE_NAME)
+
+
+class _Kept:
+    """A store handed out by a StoreCache: `close()` and leaving a `with` block keep it open for the next call."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class StoreCache:
+    """One open store per thread (SQLite connections belong to their thread), opened on first use: the API answers
+    without paying the store's open and integrity check at every request."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def get(self, ctx: Context) -> Store:
+        store = getattr(self._local, "store", None)
+        if store is None:
+            store = _Kept(open_store(ctx.config_dir, lock_timeout=ctx.lock_timeout))
+            self._local.store = store
+        return store  # type: ignore[no-any-return]
 
 
 @dataclass

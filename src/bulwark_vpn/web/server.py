@@ -82,7 +82,9 @@ def default_listen(ctx: Context) -> tuple[Listen, ...]:
 
 def _socket(listen: Listen) -> socket.socket:
     family = socket.AF_INET6 if ":" in listen.address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP spelled out: asyncio turns Nagle off (TCP_NODELAY) only on connections whose socket says so, and a
+    # keep-alive response sent in two writes would otherwise wait 40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         # The tunnel address exists only while the gateway is up: bind to it anyway.
@@ -105,7 +107,11 @@ def build_server(ctx: Context, options: ServeOptions):
 
     from bulwark_vpn.web.app import WebConfig, create_app
 
-    base = ctx
+    from dataclasses import replace
+
+    from bulwark_vpn.service.context import StoreCache
+
+    base = replace(ctx, stores=StoreCache())
 
     def context_factory() -> Context:
         return base
