@@ -1,6 +1,7 @@
 # Bulwark WireGuard gateway: `docker build -t bulwark-vpn:0.1.0 .`
 # Runs `bulwark up --foreground`; state lives in the /config volume (linuxserver/wireguard layout).
-# Optional parts of Bulwark go in with one build argument: `--build-arg EXTRAS=web` (comma-separated).
+# Optional parts of Bulwark go in with one build argument, `--build-arg EXTRAS=...` (comma-separated): the
+# HTTP API and web pages (`web`) by default; `--build-arg EXTRAS=` leaves them out.
 # podman and buildah keep the HEALTHCHECK only in Docker's image format: `podman build --format docker`.
 
 ARG DEBIAN_IMAGE=debian:bookworm-slim
@@ -39,7 +40,7 @@ RUN apt-get update \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
-ARG EXTRAS=""
+ARG EXTRAS="web"
 # The package from this build context (its dependencies within pyproject.toml's ranges) goes into a
 # venv without pip or setuptools: pip runs from a throw-away venv of this stage. Debug symbols are
 # stripped from the compiled extensions (cryptography's alone carries 3 MB of them), and the manual
@@ -52,8 +53,11 @@ RUN python3 -m venv /tmp/pip \
 
 FROM runtime
 COPY --from=build /opt/bulwark /opt/bulwark
+# The API and web pages are served with the gateway, to peers through the tunnel and on the container's
+# loopback only: `-e BULWARK_SERVE=false` turns them off.
 ENV PATH=/opt/bulwark/bin:$PATH \
     BULWARK_CONFIG_DIR=/config \
+    BULWARK_SERVE=true \
     PYTHONDONTWRITEBYTECODE=1
 VOLUME ["/config"]
 EXPOSE 51820/udp

@@ -50,7 +50,7 @@ checkov: $(CHECKOV_VENV)/bin/checkov venv
 
 up: deps-run venv
 	$(VENV)/bin/bulwark init --config-dir $(CONFIG_DIR) $(BULWARK_ARGS)
-	$(VENV)/bin/bulwark up --foreground --config-dir $(CONFIG_DIR)
+	$(VENV)/bin/bulwark up --foreground --serve --config-dir $(CONFIG_DIR)
 
 test: deps-test venv checkov
 	$(VENV)/bin/ruff check src tests bench

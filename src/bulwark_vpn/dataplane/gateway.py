@@ -381,6 +381,9 @@ class Gateway:
         if not self.settings.serve:
             return None
         try:
+            import fastapi  # noqa: F401 - the web extra is installed
+            import uvicorn  # noqa: F401
+
             from bulwark_vpn.web.server import BackgroundServer, ServeOptions
         except ImportError:
             self.log("bulwark: the API is not installed: pip install 'bulwark-vpn[web]' (the gateway runs without it)")

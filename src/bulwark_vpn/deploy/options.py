@@ -109,6 +109,8 @@ class DeployOptions:
     # linuxserver PERSISTENTKEEPALIVE_PEERS: peer names, or ("all",).
     keepalive_peers: tuple[str, ...] = ()
     log_confs: bool = False
+    # The HTTP API and web pages, served with the gateway to peers (through the tunnel) and its own loopback.
+    serve: bool = True
     # The exposures the server settings open (closed by default: nothing is written for them).
     peer_to_peer: bool = False
     lan_to_peers: bool = False
@@ -236,6 +238,7 @@ class DeployOptions:
         if self.keepalive_peers:
             env["PERSISTENTKEEPALIVE_PEERS"] = ",".join(self.keepalive_peers)
         env["LOG_CONFS"] = "true" if self.log_confs else "false"
+        env["BULWARK_SERVE"] = "true" if self.serve else "false"
         # Only what is open: a gateway deployed from a closed store is closed without saying so.
         for name, is_open in (("BULWARK_PEER_TO_PEER", self.peer_to_peer), ("BULWARK_LAN_TO_PEERS", self.lan_to_peers),
                               ("BULWARK_HOST_ACCESS", self.host_access)):
@@ -378,6 +381,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "allowed_ips": lambda v: parse_networks(_texts(v), "ALLOWEDIPS"),
     "keepalive_peers": parse_keepalive_peers,
     "log_confs": lambda v: parse_bool(v, "LOG_CONFS"),
+    "serve": lambda v: parse_bool(v, "serve"),
     "peer_to_peer": lambda v: parse_bool(v, "peer to peer"),
     "lan_to_peers": lambda v: parse_bool(v, "LAN to peers"),
     "host_access": lambda v: parse_bool(v, "host access"),

@@ -103,13 +103,12 @@ def _socket(listen: Listen) -> socket.socket:
 
 def build_server(ctx: Context, options: ServeOptions):
     """A uvicorn server for the app and its listening sockets (bound now, so errors come before anything runs)."""
-    import uvicorn
-
-    from bulwark_vpn.web.app import WebConfig, create_app
-
     from dataclasses import replace
 
+    import uvicorn
+
     from bulwark_vpn.service.context import StoreCache
+    from bulwark_vpn.web.app import WebConfig, create_app
 
     base = replace(ctx, stores=StoreCache())
 
