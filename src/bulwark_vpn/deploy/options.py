@@ -48,9 +48,6 @@ PULL_POLICIES: tuple[PullPolicy, ...] = ("IfNotPresent", "Always", "Never")
 DEFAULT_IMAGE = "bulwark-vpn"
 PACKAGE_NAME = "bulwark-vpn"
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 # Kinds only deployments have; each is matched whole (fullmatch), after require_text refused control characters.
 _KUBERNETES_NAME = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
