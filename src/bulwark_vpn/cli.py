@@ -53,7 +53,16 @@ def _context(config_dir: str | None):
 
     run_dir = Path(_STATE["run_dir"]) if _STATE["run_dir"] else DEFAULT_RUN_DIR
     environ = dict(os.environ)
-    return Context(config_dir=_config_dir(config_dir), run_dir=run_dir, environ=environ, actor=cli_actor(environ))
+    ctx = Context(config_dir=_config_dir(config_dir), run_dir=run_dir, environ=environ, actor=cli_actor(environ))
+    if environ.get("BULWARK_LOCK_TIMEOUT"):
+        # How long to wait for another command holding the folder or the store (seconds) [10].
+        from dataclasses import replace
+
+        from bulwark_vpn.values import parse_int
+
+        ctx = replace(ctx, lock_timeout=float(parse_int(environ["BULWARK_LOCK_TIMEOUT"], 0, 3600,
+                                                           "BULWARK_LOCK_TIMEOUT", "seconds")))
+    return ctx
 
 
 def _echo_json(value: object) -> None:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from bulwark_vpn.errors import ErrorCode, StoreError
+from bulwark_vpn.errors import ErrorCode, StoreError, show_value
 from bulwark_vpn.fsutil import PRIVATE_FILE, SafeFolder, disk_error
 from bulwark_vpn.service.actors import ROOT, Actor
 from bulwark_vpn.store import DEFAULT_LOCK_TIMEOUT, STORE_NAME, Store, open_store
@@ -108,11 +108,12 @@ class Held:
 
 
 def _holder_text(fd: int) -> str:
+    """Who holds the lock, as its holder wrote it (escaped: the file may have been written by anyone)."""
     try:
-        os.lseek(fd, 0, os.SEEK_SET)
-        return os.read(fd, 512).decode(errors="replace").strip()
+        text = os.pread(fd, 512, 0).decode(errors="replace").strip()
     except OSError:
         return ""
+    return show_value(text) if text else ""
 
 
 def _acquire(fd: int, timeout: float, path: Path) -> None:

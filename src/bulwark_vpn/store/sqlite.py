@@ -151,7 +151,7 @@ def lock_holders(path: Path) -> list[str]:
                 command = " ".join(a.decode(errors="replace") for a in argv if a)[:80]
             except OSError:
                 command = "?"
-            found.append(f"pid {entry.name} ({command})")
+            found.append(f"pid {entry.name} ({show_value(command)})")  # one line whatever its argv holds
     return found
 
 
