@@ -424,6 +424,9 @@ def doctor(config_dir, interface, peer_config, fix, yes, as_json) -> None:
         sys.exit(ExitCode.FAILURE)
 
 
+# backup, restore, import and export live in their own module (registered on `cli` when it loads).
+from bulwark_vpn import cli_transfer  # noqa: E402,F401
+
 # -- errors -----------------------------------------------------------------------------------------------
 
 # Where the CLI knows which flag a core error is about, it says so (the core never names flags).

@@ -11,7 +11,6 @@ import binascii
 import hmac
 import os
 import re
-
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
