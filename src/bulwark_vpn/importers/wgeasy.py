@@ -155,13 +155,25 @@ def _hooks(plan: Plan, where: str, row: Mapping[str, Any]) -> None:
                                 f"forwarding itself)")
 
 
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """The database read-only (never written: wg-easy may still use it); `immutable` when its folder cannot hold
+    the WAL index a read-only reader of a WAL database needs."""
+    uri = path.absolute().as_uri()
+    last: sqlite3.Error | None = None
+    for target in (f"{uri}?mode=ro", f"{uri}?mode=ro&immutable=1"):
+        try:
+            conn = sqlite3.connect(target, uri=True)
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.Error as exc:
+            last = exc
+    raise InputError(f"cannot open the wg-easy database ({last})", str(path), "check the path and the file")
+
+
 def _import_v15(path: Path) -> Plan:
     source = str(path)
     plan = Plan(source)
-    try:
-        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise InputError(f"cannot open the wg-easy database ({exc})", source, "check the path") from None
+    conn = _open_read_only(path)
     try:
         try:
             if conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":

@@ -82,7 +82,8 @@ def _peer_comments(text: str) -> list[str | None]:
         after = lines[index + 1] if index + 1 < len(lines) else ""
         before = next((lines[i] for i in range(index - 1, -1, -1) if lines[i]), "")
         chosen = after if after.startswith("#") else before if before.startswith("#") else None
-        out.append(chosen.lstrip("#").strip() if chosen else None)
+        # "# office router: the site behind it" names the peer "office_router".
+        out.append(re.split(r"[:;,(]", chosen.lstrip("#"), maxsplit=1)[0].strip()[:32] if chosen else None)
     return out
 
 
