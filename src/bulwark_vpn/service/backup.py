@@ -144,7 +144,7 @@ def backup(ctx: Context, request: BackupRequest) -> BackupResult:
     backupfile.write_private(out, data)
     seconds["write"] = time.perf_counter() - mark
     seconds["total"] = time.perf_counter() - start
-    log.info("bulwark: backup of %d peer(s) written to %s", peers, out)
+    log.debug("bulwark: backup of %d peer(s) written to %s", peers, out)
     return BackupResult(out, encrypted, manifest, len(data), seconds)
 
 

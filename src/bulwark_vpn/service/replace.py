@@ -155,6 +155,7 @@ def _install(ctx: Context, folder: SafeFolder, build: Callable[[Store], None], *
         tmp_dir = ctx.config_dir / tmp_name
         staged: Staged | None = None
         copy_written: str | None = None
+        entries_before = set(folder.listdir())
         try:
             new = open_new(tmp_dir) if open_new is not None else \
                 SQLiteStore.open(tmp_dir, create=True, lock_timeout=ctx.lock_timeout)
@@ -187,6 +188,7 @@ def _install(ctx: Context, folder: SafeFolder, build: Callable[[Store], None], *
                 with contextlib.suppress(OSError):
                     folder.remove_file(copy_written)
             shutil.rmtree(tmp_name, dir_fd=folder.fd, ignore_errors=True)
+            _remove_new_empty_dirs(folder, entries_before)
             raise
         shutil.rmtree(tmp_name, dir_fd=folder.fd, ignore_errors=True)
         # The new store is in place with its journal: from here a crash heals at the next command.
@@ -198,6 +200,15 @@ def _install(ctx: Context, folder: SafeFolder, build: Callable[[Store], None], *
     finally:
         if old is not None:
             old.close()
+
+
+def _remove_new_empty_dirs(folder: SafeFolder, before: set[str]) -> None:
+    """Folders that staging created for files it then took back (a failed restore leaves no trace)."""
+    for name in set(folder.listdir()) - before:
+        info = folder.lstat(name)
+        if info is not None and stat.S_ISDIR(info.st_mode):
+            with contextlib.suppress(OSError):
+                os.rmdir(name, dir_fd=folder.fd)
 
 
 def _old_layout(old: Store | None) -> tuple[set[str], str | None]:
