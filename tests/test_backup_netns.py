@@ -80,7 +80,7 @@ while not stop.exists() and n < 400:
 
 @pytest.mark.slow
 def test_a_backup_of_a_running_1000_peer_gateway_while_peers_are_added(lab: Lab, tmp_path):
-    lab.init("--peers", "1000")
+    lab.init("--peers", "1000", "--subnet", "10.14.0.0/20")
     lab.up()
     acks, stop = tmp_path / "acks", tmp_path / "stop"
     acks.touch()
