@@ -79,9 +79,9 @@ def run(count: int, root: Path) -> None:
           f"   ({parts(plain.seconds, ['snapshot', 'archive', 'write'])}; {size:.1f} MiB)", flush=True)
     passphrase = Passphrase("bench passphrase")
     sealed = backup(ctx, BackupRequest(out=root / f"b{count}.tar.gz.age", passphrase=passphrase))
+    shown = parts(sealed.seconds, ["snapshot", "archive", "encrypt", "write"])
     print(f"backup --encrypt  {sealed.seconds['total']:6.2f} s   goal < {GOAL:.0f} s: "
-          f"{verdict(sealed.seconds['total'])}   ({parts(sealed.seconds, ['snapshot', 'archive', 'encrypt', 'write'])})",
-          flush=True)
+          f"{verdict(sealed.seconds['total'])}   ({shown})", flush=True)
     for label, path, secret in (("restore", plain.path, None), ("restore (age)", sealed.path, passphrase)):
         target = root / f"r{count}-{label[-4:-1]}"
         result = restore(service.Context(target, run_dir=root / "run"), RestoreRequest(path, passphrase=secret))
