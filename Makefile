@@ -6,7 +6,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_RUN := wireguard-tools wireguard-go nftables iproute2 procps qrencode
-APT_TEST := $(APT_RUN) iptables iputils-ping dnsutils cloud-init systemd ca-certificates
+APT_TEST := $(APT_RUN) iptables iputils-ping dnsutils cloud-init systemd ca-certificates age
 CONFIG_DIR ?= /etc/bulwark
 BULWARK_ARGS ?=
 
@@ -17,7 +17,7 @@ deps-run:
 	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends $(APT_RUN))
 
 deps-test:
-	@missing=""; for b in wg wireguard-go nft iptables ping dig cloud-init ip systemd-analyze qrencode; do \
+	@missing=""; for b in wg wireguard-go nft iptables ping dig cloud-init ip systemd-analyze qrencode age; do \
 	  command -v $$b >/dev/null || missing=1; done; \
 	  if [ -n "$$missing" ]; then apt-get update -qq && \
 	  apt-get install -y -qq --no-install-recommends $(APT_TEST); fi

@@ -8,9 +8,9 @@ Run from the repository root (no root, no network, no namespaces):
 For each size, in a fresh temporary folder (removed at the end, also on error or Ctrl-C):
 
   - the store is filled through the store itself in one transaction (keys, PSKs, addresses; no files, no QR);
-  - backup, plain and encrypted (age, scrypt): the library call `service.backup.backup`, parts timed (snapshot with
+  - backup, plain and encrypted (age, scrypt): the library call `service.backup_store`, parts timed (snapshot with
     SQLite's backup API, archive with the manifest and SHA-256, age encryption, the atomic 0600 write);
-  - restore into a new folder: `service.backup.restore`, parts timed (check: read, decrypt, checksum, manifest;
+  - restore into a new folder: `service.restore_store`, parts timed (check: read, decrypt, checksum, manifest;
     extract: the snapshot written and opened; verify: every value through the strict parsers; render: every file
     of every peer, QR PNGs included, staged, the store renamed into place, the files renamed).
 
@@ -35,7 +35,7 @@ from bulwark_vpn.backupfile import Passphrase
 from bulwark_vpn.config import InitRequest, settings_update
 from bulwark_vpn.keys import PresharedKey, PrivateKey
 from bulwark_vpn.model import Peer
-from bulwark_vpn.service.backup import BackupRequest, RestoreRequest, backup, restore
+from bulwark_vpn.service.backup import BackupRequest, RestoreRequest, backup_store, restore_store
 from bulwark_vpn.service.peers import pools
 from bulwark_vpn.store import open_store
 
@@ -73,18 +73,18 @@ def run(count: int, root: Path) -> None:
     config = root / f"c{count}"
     print(f"\n== {count:,} peers (store filled in {fill(config, count):.1f} s)", flush=True)
     ctx = service.Context(config, run_dir=root / "run")
-    plain = backup(ctx, BackupRequest(out=root / f"b{count}.tar.gz"))
+    plain = backup_store(ctx, BackupRequest(out=root / f"b{count}.tar.gz"))
     size = plain.bytes_written / 1024**2
     print(f"backup            {plain.seconds['total']:6.2f} s   goal < {GOAL:.0f} s: {verdict(plain.seconds['total'])}"
           f"   ({parts(plain.seconds, ['snapshot', 'archive', 'write'])}; {size:.1f} MiB)", flush=True)
     passphrase = Passphrase("bench passphrase")
-    sealed = backup(ctx, BackupRequest(out=root / f"b{count}.tar.gz.age", passphrase=passphrase))
+    sealed = backup_store(ctx, BackupRequest(out=root / f"b{count}.tar.gz.age", passphrase=passphrase))
     shown = parts(sealed.seconds, ["snapshot", "archive", "encrypt", "write"])
     print(f"backup --encrypt  {sealed.seconds['total']:6.2f} s   goal < {GOAL:.0f} s: "
           f"{verdict(sealed.seconds['total'])}   ({shown})", flush=True)
     for label, path, secret in (("restore", plain.path, None), ("restore (age)", sealed.path, passphrase)):
         target = root / f"r{count}-{label[-4:-1]}"
-        result = restore(service.Context(target, run_dir=root / "run"), RestoreRequest(path, passphrase=secret))
+        result = restore_store(service.Context(target, run_dir=root / "run"), RestoreRequest(path, passphrase=secret))
         store_part = sum(result.seconds.get(k, 0.0) for k in ("check", "extract", "verify"))
         print(f"{label:<17} {store_part:6.2f} s   goal < {GOAL:.0f} s: {verdict(store_part)}   (store: "
               f"{parts(result.seconds, ['check', 'extract', 'verify'])}); + files {result.seconds['render']:.2f} s "

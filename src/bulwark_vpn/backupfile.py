@@ -251,6 +251,7 @@ def _members(path: Path, archive: bytes) -> Iterator[tuple[tarfile.TarInfo, IO[b
     if not archive.startswith(GZIP_MAGIC):
         raise bad(path, "not a Bulwark backup (neither a gzip archive nor an age-encrypted file)",
                   "give a file made by 'bulwark backup'")
+    _check_compressed(path, archive)
     gz = gzip.GzipFile(fileobj=io.BytesIO(archive), mode="rb")
     # The whole archive may not unpack to more than the two members' limits plus tar's own blocks.
     stream = io.BufferedReader(_Limited(gz,  # type: ignore[arg-type]
@@ -258,6 +259,26 @@ def _members(path: Path, archive: bytes) -> Iterator[tuple[tarfile.TarInfo, IO[b
     tar = tarfile.open(fileobj=stream, mode="r|")
     for member in tar:
         yield member, tar.extractfile(member) if member.isreg() else None  # type: ignore[misc]
+
+
+def _check_compressed(path: Path, archive: bytes) -> None:
+    """One pass over the gzip stream, output discarded in bounded chunks: a stream that stops before its end is
+    truncated (or damaged there), a decoding error or a bad CRC is damage, and trailing bytes are refused."""
+    limit = MAX_MANIFEST + MAX_DATABASE + 64 * 1024
+    decoder = zlib.decompressobj(wbits=31)
+    pending, total = archive, 0
+    try:
+        while not decoder.eof:
+            if not pending:
+                raise bad(path, "the file is truncated or damaged (its compressed data ends early)")
+            total += len(decoder.decompress(pending, _CHUNK))
+            pending = decoder.unconsumed_tail
+            if total > limit:
+                raise bad(path, "it unpacks to more than the size limit", "it is not a Bulwark backup")
+    except zlib.error as exc:
+        raise bad(path, f"the archive is damaged ({exc})") from None
+    if decoder.unused_data:
+        raise bad(path, "the archive is damaged (bytes after its end)")
 
 
 def read_archive(path: Path, archive: bytes, database_out: IO[bytes]) -> Manifest:
@@ -289,7 +310,7 @@ def read_archive(path: Path, archive: bytes, database_out: IO[bytes]) -> Manifes
     except (EOFError, tarfile.ReadError, gzip.BadGzipFile, zlib.error, OSError) as exc:
         text = str(exc).lower()
         if isinstance(exc, EOFError) or "end" in text or "truncat" in text or "unexpected" in text:
-            raise bad(path, "the file is truncated (it ends before the archive does)") from None
+            raise bad(path, "the file is truncated or damaged (it ends before the archive does)") from None
         raise bad(path, f"the archive is damaged ({exc})") from None
     if manifest is None:
         raise bad(path, "no manifest.json inside", "it is not a Bulwark backup")

@@ -55,12 +55,12 @@ def _read_passphrase(passphrase_file: Path | None, from_stdin: bool, *, confirm:
 @_json_option
 def backup(config_dir, out, encrypt, passphrase_file, passphrase_stdin, as_json) -> None:
     """Write one file holding the whole store (keys, peers, settings) and a manifest."""
-    from bulwark_vpn.service import backup as ops
+    from bulwark_vpn import service
 
     if (passphrase_file is not None or passphrase_stdin) and not encrypt:
         raise InputError("a passphrase was given without --encrypt", None, "add --encrypt")
     passphrase = _read_passphrase(passphrase_file, passphrase_stdin, confirm=True, required=encrypt)
-    result = ops.backup(_context(config_dir), ops.BackupRequest(out=out, passphrase=passphrase))
+    result = service.backup_store(_context(config_dir), service.BackupRequest(out=out, passphrase=passphrase))
     if as_json:
         _echo_json(result.to_dict())
         return
@@ -77,11 +77,12 @@ def backup(config_dir, out, encrypt, passphrase_file, passphrase_stdin, as_json)
 @_json_option
 def restore(file, config_dir, force, passphrase_file, passphrase_stdin, as_json) -> None:
     """Replace the store by a backup's and render every file again (not while the gateway runs)."""
-    from bulwark_vpn.service import backup as ops
+    from bulwark_vpn import service
 
-    encrypted = ops.backup_is_encrypted(file)
+    encrypted = service.backup_is_encrypted(file)
     passphrase = _read_passphrase(passphrase_file, passphrase_stdin, confirm=False, required=encrypted)
-    result = ops.restore(_context(config_dir), ops.RestoreRequest(file, passphrase=passphrase, force=force))
+    result = service.restore_store(_context(config_dir),
+                                   service.RestoreRequest(file, passphrase=passphrase, force=force))
     if as_json:
         _echo_json(result.to_dict())
         return
@@ -110,9 +111,9 @@ def _import_options(func):
 
 
 def _run_import(config_dir, request, as_json) -> None:
-    from bulwark_vpn.service import transfer
+    from bulwark_vpn import service
 
-    result = transfer.import_server(_context(config_dir), request)
+    result = service.import_server(_context(config_dir), request)
     if as_json:
         _echo_json(result.to_dict())
     else:
@@ -159,9 +160,9 @@ def _describe_import(result) -> str:
 @_import_options
 def import_wg_quick(server, clients, config_dir, dry_run, force, as_json) -> None:
     """A server config (wg0.conf) and client configs, matched by public key, that give private keys."""
-    from bulwark_vpn.service import transfer
+    from bulwark_vpn import service
 
-    request = transfer.ImportRequest("wg-quick", server, tuple(clients), dry_run=dry_run, force=force)
+    request = service.ImportRequest("wg-quick", server, tuple(clients), dry_run=dry_run, force=force)
     _run_import(config_dir, request, as_json)
 
 
@@ -170,9 +171,9 @@ def import_wg_quick(server, clients, config_dir, dry_run, force, as_json) -> Non
 @_import_options
 def import_pivpn(folder, config_dir, dry_run, force, as_json) -> None:
     """PiVPN's WireGuard folder (/etc/wireguard: wg0.conf, configs/*.conf, configs/clients.txt)."""
-    from bulwark_vpn.service import transfer
+    from bulwark_vpn import service
 
-    request = transfer.ImportRequest("pivpn", folder, dry_run=dry_run, force=force)
+    request = service.ImportRequest("pivpn", folder, dry_run=dry_run, force=force)
     _run_import(config_dir, request, as_json)
 
 
@@ -181,9 +182,9 @@ def import_pivpn(folder, config_dir, dry_run, force, as_json) -> None:
 @_import_options
 def import_wg_easy(file, config_dir, dry_run, force, as_json) -> None:
     """wg-easy's wg0.json (v14) or its SQLite database wg-easy.db (v15)."""
-    from bulwark_vpn.service import transfer
+    from bulwark_vpn import service
 
-    request = transfer.ImportRequest("wg-easy", file, dry_run=dry_run, force=force)
+    request = service.ImportRequest("wg-easy", file, dry_run=dry_run, force=force)
     _run_import(config_dir, request, as_json)
 
 
@@ -193,9 +194,9 @@ def export_group() -> None:
 
 
 def _export(kind: str, folder: Path, config_dir, as_json: bool) -> None:
-    from bulwark_vpn.service import transfer
+    from bulwark_vpn import service
 
-    result = transfer.export_server(_context(config_dir), transfer.ExportRequest(kind, folder))
+    result = service.export_server(_context(config_dir), service.ExportRequest(kind, folder))
     if as_json:
         _echo_json(result.to_dict())
         return

@@ -118,7 +118,7 @@ def default_backup_name(encrypted: bool, now: float | None = None) -> str:
     return f"bulwark-backup-{stamp}.tar.gz" + (".age" if encrypted else "")
 
 
-def backup(ctx: Context, request: BackupRequest) -> BackupResult:
+def backup_store(ctx: Context, request: BackupRequest) -> BackupResult:
     """Write one backup file of the whole store (0600, atomic, never through a link)."""
     encrypted = request.passphrase is not None
     out = (request.out or Path(default_backup_name(encrypted))).absolute()
@@ -251,7 +251,7 @@ def verify_content(path: Path, store: Store, manifest: Manifest) -> None:
                   "backup") from None
 
 
-def restore(ctx: Context, request: RestoreRequest) -> RestoreResult:
+def restore_store(ctx: Context, request: RestoreRequest) -> RestoreResult:
     """Replace the folder's store by the backup's (see the module docstring)."""
     seconds: dict[str, float] = {}
     start = time.perf_counter()
