@@ -308,3 +308,32 @@ def test_a_full_disk_during_restore_changes_nothing(tmp_path):
         filler.unlink()
         bulwark("restore", str(good), "--config-dir", str(target), "--force")
         assert (target / "peer_p59/peer_p59.conf").is_file()
+
+
+def test_a_damaged_store_is_replaced_with_force_and_its_bytes_kept(tmp_path):
+    config, broken = tmp_path / "c", tmp_path / "broken"
+    _init(config)
+    good = tmp_path / "good.tar.gz"
+    _backup(config, good)
+    bulwark("init", "--config-dir", str(broken), "--peers", "x")
+    for suffix in ("-wal", "-shm"):
+        (broken / f"bulwark.db{suffix}").unlink(missing_ok=True)
+    damaged = b"SQLite format 3\x00" + os.urandom(4000)
+    (broken / "bulwark.db").write_bytes(damaged)
+    refused = bulwark("restore", str(good), "--config-dir", str(broken), check=False)
+    assert refused.returncode == 2 and "cannot be opened" in refused.stderr
+    bulwark("restore", str(good), "--config-dir", str(broken), "--force")
+    kept = list((broken / "backups").glob("replaced-*-bulwark.db"))
+    assert len(kept) == 1 and kept[0].read_bytes() == damaged
+    assert tables(broken / "bulwark.db") == tables(config / "bulwark.db")
+
+
+def test_a_crash_before_the_rename_leaves_nothing_the_next_command_keeps(tmp_path):
+    config = tmp_path / "c"
+    _init(config)
+    leftover = config / ".bulwark-tmp-replace-deadbeef"
+    leftover.mkdir(mode=0o700)
+    (leftover / "bulwark.db").write_bytes(b"keys")
+    (config / ".bulwark.lock").write_text("pid 999999: bulwark restore\n")  # its holder died
+    bulwark("peer", "add", "after", "--config-dir", str(config))
+    assert not leftover.exists()

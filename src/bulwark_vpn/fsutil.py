@@ -379,4 +379,9 @@ class SafeFolder:
         for relative in list(self.temp_files(folders)):
             if self.remove_file(relative):
                 count += 1
+        # Temp folders at the top (a store being replaced by a restore or an import): they may hold keys too.
+        for name in self.listdir():
+            info = self.lstat(name) if name.startswith(TEMP_PREFIX) else None
+            if info is not None and stat.S_ISDIR(info.st_mode) and self.remove_tree(name):
+                count += 1
         return count
