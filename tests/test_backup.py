@@ -337,3 +337,24 @@ def test_a_crash_before_the_rename_leaves_nothing_the_next_command_keeps(tmp_pat
     (config / ".bulwark.lock").write_text("pid 999999: bulwark restore\n")  # its holder died
     bulwark("peer", "add", "after", "--config-dir", str(config))
     assert not leftover.exists()
+
+
+def test_a_restore_renders_more_peer_folders_than_the_process_may_hold_descriptors(tmp_path):
+    """65,000 peer folders are more than a process may open at once: folders are opened one at a time."""
+    import resource
+    import sys
+
+    config = tmp_path / "c"
+    bulwark("init", "--config-dir", str(config), "--subnet", "10.40.0.0/22")
+    add_peers(config, [f"p{i}" for i in range(300)])
+    good = tmp_path / "good.tar.gz"
+    _backup(config, good)
+    from tests.helpers import clean_env
+
+    result = subprocess.run(
+        [sys.executable, "-m", "bulwark_vpn", "restore", str(good), "--config-dir", str(tmp_path / "r")],
+        capture_output=True, text=True, env=clean_env(), timeout=300,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200)),  # noqa: PLW1509
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "r").glob("peer_p*/peer_p*.conf"))) == 300

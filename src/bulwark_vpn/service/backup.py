@@ -231,7 +231,9 @@ def verify_content(path: Path, store: Store, manifest: Manifest) -> None:
         key = store.require_server_key()
         if manifest.server_public_key is not None and key.public_key().to_base64() != manifest.server_public_key:
             raise bad(path, "the manifest's server key does not match the snapshot", "it was altered")
-        store.settings()
+        settings = store.settings()
+        for net in (settings.subnet4, *((settings.subnet6,) if settings.subnet6 else ()), *settings.allowed_ips):
+            parse_network(str(net), "a network in the settings")
         for peer in store.peers():
             if peer.address6 is not None:
                 parse_ip_address(str(peer.address6), f"address of peer {peer.name}")
