@@ -6,7 +6,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_RUN := wireguard-tools wireguard-go nftables iproute2 procps qrencode
-APT_TEST := $(APT_RUN) iptables iputils-ping dnsutils cloud-init systemd ca-certificates
+APT_TEST := $(APT_RUN) iptables iputils-ping dnsutils cloud-init systemd ca-certificates age
 # The container tests: podman with runc (crun refuses hybrid cgroups), catatonit for kube play's pause
 # image, podman-compose, and mmdebstrap for the local Debian base image (no image registry is needed).
 APT_CONTAINER := podman runc conmon catatonit containernetworking-plugins podman-compose mmdebstrap
@@ -20,7 +20,7 @@ deps-run:
 	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends $(APT_RUN))
 
 deps-test:
-	@missing=""; for b in wg wireguard-go nft iptables ping dig cloud-init ip systemd-analyze qrencode \
+	@missing=""; for b in wg wireguard-go nft iptables ping dig cloud-init ip systemd-analyze qrencode age \
 	  podman runc conmon catatonit podman-compose mmdebstrap; do \
 	  command -v $$b >/dev/null || missing=1; done; \
 	  [ -x /usr/lib/cni/bridge ] || missing=1; \

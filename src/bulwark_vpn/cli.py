@@ -733,6 +733,9 @@ def audit(config_dir, user, peer, limit, as_json) -> None:
         click.echo(f"{format_moment(e.at)} {e.actor}{where} {e.operation}{target}: {e.result}")
 
 
+# backup, restore, import and export live in their own module (registered on `cli` when it loads).
+from bulwark_vpn import cli_transfer  # noqa: E402,F401
+
 # -- errors -----------------------------------------------------------------------------------------------
 
 # Where the CLI knows which flag a core error is about, it says so (the core never names flags).

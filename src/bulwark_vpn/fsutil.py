@@ -10,6 +10,7 @@ a failure before the commit changes nothing and a crash after it leaves each fil
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -89,16 +90,30 @@ def _split(relative: str) -> list[str]:
 
 @dataclass
 class Staged:
-    """Temp files written and synced, waiting to be renamed over their targets (`commit`) or removed (`abort`)."""
+    """Temp files written and synced, waiting to be renamed over their targets (`commit`) or removed (`abort`).
+
+    Each is named by its folder (relative), not by an open descriptor: a render of every peer's files would
+    otherwise hold one descriptor per peer folder (65,000 peers is more than a process may open)."""
 
     folder: SafeFolder
-    pending: list[tuple[int, str, str]] = field(default_factory=list)  # (dir fd, temp name, target name)
+    pending: list[tuple[str, str, str]] = field(default_factory=list)  # (folder, temp name, target name)
     removals: list[str] = field(default_factory=list)
+
+    def _each(self, action) -> None:
+        current: str | None = None
+        for relative, tmp, name in self.pending:
+            if relative != current:
+                if current:
+                    self.folder._release(current)
+                current = relative
+            dir_fd = self.folder._open_dir(relative, create=False) if relative else self.folder.fd
+            action(dir_fd, tmp, name)
+        if current:
+            self.folder._release(current)
 
     def commit(self) -> int:
         """Rename every temp over its target, remove the folders listed for removal, then one sync."""
-        for dir_fd, tmp, name in self.pending:
-            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        self._each(lambda dir_fd, tmp, name: os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd))
         done = len(self.pending)
         self.pending = []
         for relative in self.removals:
@@ -108,11 +123,14 @@ class Staged:
         return done
 
     def abort(self) -> None:
-        for dir_fd, tmp, _ in self.pending:
+        def unlink(dir_fd: int, tmp: str, _name: str) -> None:
             try:
                 os.unlink(tmp, dir_fd=dir_fd)
             except FileNotFoundError:
                 pass
+
+        with contextlib.suppress(OSError):
+            self._each(unlink)
         self.pending = []
 
 
@@ -204,6 +222,13 @@ class SafeFolder:
             self._secure(fd, relative)
         return fd
 
+    def _release(self, relative: str) -> None:
+        """Close a cached folder descriptor (opened again, from the root and without following links, when
+        needed)."""
+        fd = self._dirs.pop(relative, None) if relative else None
+        if fd is not None:
+            os.close(fd)
+
     def _secure(self, fd: int, relative: str) -> None:
         """Writing into a folder: keys live in 0700 folders (an adopted layout may have had 0755)."""
         if relative not in self._secured:
@@ -273,8 +298,13 @@ class SafeFolder:
         targets are untouched until `Staged.commit`. Unchanged files are skipped. On any failure the temps
         written so far are removed and the error raised: nothing has changed."""
         staged = Staged(self)
+        last: str | None = None
         try:
             for relative, payload, mode in files:
+                folder = relative.rpartition("/")[0].strip("/")
+                if last and folder != last:
+                    self._release(last)  # one descriptor at a time, whatever the number of folders
+                last = folder
                 parent, name = self._parent(relative, create=True)
                 current = self._current(parent, name, relative)
                 if current is not None and current == (payload, mode):
@@ -282,10 +312,12 @@ class SafeFolder:
                 tmp = f"{TEMP_PREFIX}{name}-{secrets.token_hex(4)}"
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
                              dir_fd=parent)
-                staged.pending.append((parent, tmp, name))
+                staged.pending.append(("/".join(_split(relative)[:-1]), tmp, name))
                 with os.fdopen(fd, "wb") as fh:
                     os.fchmod(fh.fileno(), mode)
                     fh.write(payload)
+            if last:
+                self._release(last)
             for relative in remove:
                 info = self.lstat(relative)
                 if info is not None:
@@ -378,5 +410,10 @@ class SafeFolder:
         count = 0
         for relative in list(self.temp_files(folders)):
             if self.remove_file(relative):
+                count += 1
+        # Temp folders at the top (a store being replaced by a restore or an import): they may hold keys too.
+        for name in self.listdir():
+            info = self.lstat(name) if name.startswith(TEMP_PREFIX) else None
+            if info is not None and stat.S_ISDIR(info.st_mode) and self.remove_tree(name):
                 count += 1
         return count

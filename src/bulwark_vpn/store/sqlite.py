@@ -352,6 +352,18 @@ class SQLiteStore(ControlPlane):
             copy.close()
 
     @_translated
+    def reset_identity(self) -> None:
+        """A new gateway id and an empty render journal: for a store restored from a backup, which is a new
+        gateway (commands must never take the backed-up gateway, still running elsewhere, for this one). Browser
+        sessions of the old gateway end too: people sign in again (accounts, tokens and links are kept)."""
+        with self.transaction():
+            self._set_meta("gateway_id", uuid.uuid4().hex)
+            self._conn.execute("DELETE FROM pending_renders")
+            if self._schema_version() >= 3:
+                self._conn.execute("DELETE FROM sessions")
+            self._bump()
+
+    @_translated
     def schema_version(self) -> int:
         return self._schema_version()
 
