@@ -1,0 +1,157 @@
+"""What attacking Bulwark's inputs found beyond the issue's payloads (issue 8, "attack the code yourself"): each test
+failed before its fix. Every refusal is one line, exit 2, and the folder (and anything outside it) byte for byte
+as before.
+
+- A discovery source answering garbage at the HTTP level (a bad status line, an overlong or 101st header, a torn
+  chunked body, an IMDS token holding CR/LF or non-Latin-1 text) crashed `init`/`up` with a traceback, and cut
+  the fall-back to the next source; discovery took the broadcast address (and other reserved space) as the
+  gateway's public address.
+"""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from bulwark_vpn import publicip
+from bulwark_vpn.keys import PrivateKey
+from tests.fakes import FakeImds, FakeIpService, serve_imds, serve_ip_service
+from tests.helpers import bulwark, clean_env
+
+NO_DISCOVERY = {"BULWARK_IMDS_URL": "", "BULWARK_STUN_SERVERS": "", "BULWARK_IP_SERVICES": ""}
+
+
+def _init(config: Path, *extra: str) -> None:
+    bulwark("init", "--config-dir", str(config), "--server-url", "203.0.113.9", "--peers", "alice", *extra)
+
+
+def _refused(result, *fragments: str) -> str:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bulwark: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def _tamper(config: Path, column: str, value: str, where: str = "alice") -> None:
+    conn = sqlite3.connect(config / "bulwark.db")
+    with conn:
+        conn.execute(f"UPDATE peers SET {column}=? WHERE name=?", (value, where))  # noqa: S608 - test columns
+    conn.close()
+
+
+def _linuxserver(root: Path, *, server_address: str = "10.13.13.1", peers: tuple[str, ...] = ("10.13.13.2",),
+                 original_interface: str | None = "10.13.13") -> Path:
+    """A minimal linuxserver/wireguard /config: server conf with PostUp/PostDown as the image writes it, peer
+    folders with their client confs, `.donoteditthisfile`."""
+    server = PrivateKey.generate()
+    (root / "wg_confs").mkdir(parents=True)
+    lines = ["[Interface]", f"Address = {server_address}", "ListenPort = 51820", f"PrivateKey = {server.to_base64()}",
+             "PostUp = iptables -A FORWARD -i %i -j ACCEPT", "PostDown = iptables -D FORWARD -i %i -j ACCEPT", ""]
+    for number, address in enumerate(peers, start=1):
+        client = PrivateKey.generate()
+        folder = root / f"peer{number}"
+        folder.mkdir()
+        (folder / f"peer{number}.conf").write_text(
+            f"[Interface]\nAddress = {address}\nPrivateKey = {client.to_base64()}\nListenPort = 51820\n"
+            f"DNS = {server_address}\n\n[Peer]\nPublicKey = {server.public_key()}\nEndpoint = 203.0.113.9:51820\n"
+            "AllowedIPs = 0.0.0.0/0\n")
+        lines += ["[Peer]", f"# peer{number}", f"PublicKey = {client.public_key()}", f"AllowedIPs = {address}/32", ""]
+    (root / "wg_confs/wg0.conf").write_text("\n".join(lines))
+    if original_interface is not None:
+        (root / ".donoteditthisfile").write_text(
+            f'ORIG_SERVERURL="203.0.113.9"\nORIG_SERVERPORT="51820"\nORIG_PEERDNS="{server_address}"\n'
+            f'ORIG_INTERFACE="{original_interface}"\nORIG_ALLOWEDIPS="0.0.0.0/0"\n')
+    return root
+
+
+# --- discovery: garbage at the HTTP level voids one source, never the command ------------------------------
+
+
+@contextmanager
+def _raw_http(reply: bytes) -> Iterator[str]:
+    """A TCP server answering every request with `reply` as is (a broken or hostile HTTP server)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(1)
+                try:
+                    conn.recv(65536)
+                    conn.sendall(reply)
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/"
+    finally:
+        stop.set()
+        thread.join(2)
+        server.close()
+
+
+GARBAGE = {
+    "not http": b"HELLO\r\n\r\n",
+    "overlong header": b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70000 + b"\r\n\r\n198.51.100.66",
+    "101 headers": b"HTTP/1.1 200 OK\r\n" + b"X: a\r\n" * 101 + b"\r\n198.51.100.66",
+    "torn chunked body": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n198.51.100.66\r\n",
+}
+
+
+@pytest.mark.parametrize("reply", GARBAGE.values(), ids=GARBAGE.keys())
+def test_an_http_source_answering_garbage_is_skipped_and_the_next_one_used(reply):
+    with _raw_http(reply) as bad, serve_ip_service(FakeIpService("198.51.100.7\n")) as good:
+        found = publicip.discover_public_address(imds_url=bad, stun_servers=[], http_services=[bad, good.url],
+                                                 timeout=1.0)
+    assert found == publicip.DiscoveryResult("198.51.100.7", "http", good.url)
+
+
+@pytest.mark.parametrize("token", ["abc\r\nX-Injected: 1", "tök\u00e9n\u2603", "a\nb"])
+def test_an_imds_token_that_cannot_be_sent_back_voids_imds_only(tmp_path, token):
+    """IMDSv2 hands a token to send back as a header: one with CR/LF (header injection) or text a header cannot
+    carry made urllib raise ValueError, a traceback out of `bulwark init`."""
+    with serve_imds(FakeImds(public_ipv4="198.51.100.8", forced_token=token)) as imds, \
+            serve_ip_service(FakeIpService("198.51.100.7\n")) as good:
+        env = clean_env(SERVERURL="auto", BULWARK_IMDS_URL=imds.url, BULWARK_STUN_SERVERS="",
+                        BULWARK_IP_SERVICES=good.url)
+        result = bulwark("init", "--config-dir", str(tmp_path / "c"), "--peers", "alice", env=env, check=False)
+        assert result.returncode == 0, result.stderr
+        assert [r[0] for r in imds.requests] == ["PUT"]  # the token was never sent back
+    shown = bulwark("peer", "show", "alice", "--config-dir", str(tmp_path / "c")).stdout
+    assert "Endpoint = 198.51.100.7:51820" in shown
+
+
+def test_init_with_a_garbage_imds_and_no_other_source_says_the_address_is_unknown(tmp_path):
+    config = tmp_path / "c"
+    with _raw_http(GARBAGE["not http"]) as bad:
+        env = clean_env(SERVERURL="auto", BULWARK_IMDS_URL=bad, BULWARK_STUN_SERVERS="", BULWARK_IP_SERVICES="")
+        result = bulwark("init", "--config-dir", str(config), "--peers", "alice", env=env, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "could not discover the public address" in result.stderr
+    _refused(bulwark("peer", "show", "alice", "--config-dir", str(config), check=False),
+             "the server's public address is unknown")
+
+
+@pytest.mark.parametrize("answer", ["255.255.255.255", "240.1.2.3", "::ffff:203.0.113.7", "100::1"])
+def test_discovery_refuses_reserved_space_as_the_public_address(answer):
+    assert publicip.parse_public_address(answer + "\n") is None
