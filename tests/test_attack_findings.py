@@ -6,6 +6,7 @@ as before.
   chunked body, an IMDS token holding CR/LF or non-Latin-1 text) crashed `init`/`up` with a traceback, and cut
   the fall-back to the next source; discovery took the broadcast address (and other reserved space) as the
   gateway's public address.
+- Error messages interpolate paths and stored names: a control character there broke the one-line error.
 """
 
 from __future__ import annotations
@@ -155,3 +156,14 @@ def test_init_with_a_garbage_imds_and_no_other_source_says_the_address_is_unknow
 @pytest.mark.parametrize("answer", ["255.255.255.255", "240.1.2.3", "::ffff:203.0.113.7", "100::1"])
 def test_discovery_refuses_reserved_space_as_the_public_address(answer):
     assert publicip.parse_public_address(answer + "\n") is None
+
+
+# --- errors: one line whatever a message interpolates -----------------------------------------------------
+
+
+def test_a_stored_name_with_a_line_break_is_named_in_one_escaped_line(tmp_path):
+    config = tmp_path / "c"
+    _init(config)
+    _tamper(config, "name", "x\r\nPostUp = touch /tmp/bulwark-attack-marker\u2028")
+    line = _refused(bulwark("peer", "list", "--config-dir", str(config), check=False))
+    assert "x\\r\\nPostUp" in line and "\\u2028" in line
