@@ -7,10 +7,14 @@ as before.
   the fall-back to the next source; discovery took the broadcast address (and other reserved space) as the
   gateway's public address.
 - Error messages interpolate paths and stored names: a control character there broke the one-line error.
+- The server config renderer for store rows had no line guard: a store row holding a line break (a damaged or
+  planted `bulwark.db`) wrote a `PostUp` into `wg_confs/wg0.conf`; the store read addresses and networks with
+  `ipaddress`, which takes a zone id.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 import sqlite3
 import threading
@@ -23,7 +27,7 @@ import pytest
 from bulwark_vpn import publicip
 from bulwark_vpn.keys import PrivateKey
 from tests.fakes import FakeImds, FakeIpService, serve_imds, serve_ip_service
-from tests.helpers import bulwark, clean_env
+from tests.helpers import bulwark, clean_env, snapshot
 
 NO_DISCOVERY = {"BULWARK_IMDS_URL": "", "BULWARK_STUN_SERVERS": "", "BULWARK_IP_SERVICES": ""}
 
@@ -167,3 +171,39 @@ def test_a_stored_name_with_a_line_break_is_named_in_one_escaped_line(tmp_path):
     _tamper(config, "name", "x\r\nPostUp = touch /tmp/bulwark-attack-marker\u2028")
     line = _refused(bulwark("peer", "list", "--config-dir", str(config), check=False))
     assert "x\\r\\nPostUp" in line and "\\u2028" in line
+
+
+# --- the store: a row is text, and text never adds a line --------------------------------------------------
+
+ROW_INJECTIONS = {
+    "name": "x\nPostUp = touch /tmp/bulwark-attack-marker",
+    "public_key": "x\nPostUp = touch /tmp/bulwark-attack-marker",
+    "preshared_key": "x\nPostUp = touch /tmp/bulwark-attack-marker",
+    "address6": "fd13::2%x\nPostUp = touch /tmp/bulwark-attack-marker",
+    "server_allowed_ips": json.dumps(["10.9.0.0/24\nPostUp = touch /tmp/bulwark-attack-marker"]),
+    "keepalive": "25\nPostUp = touch /tmp/bulwark-attack-marker",
+}
+
+
+
+
+@pytest.mark.parametrize("column", ROW_INJECTIONS)
+def test_a_store_row_holding_a_line_break_never_reaches_the_server_config(tmp_path, column):
+    config = tmp_path / "c"
+    _init(config, "--subnet6", "fd13::/64")
+    _tamper(config, column, ROW_INJECTIONS[column])
+    before = snapshot(config)
+    # Adding a peer re-renders wg_confs/wg0.conf from the store rows (the fast path, without model objects).
+    result = bulwark("peer", "add", "bob", "--config-dir", str(config), check=False)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert snapshot(config) == before
+    assert not any("PostUp" in p.read_text() for p in config.rglob("*.conf"))
+
+
+def test_a_stored_address_with_a_zone_id_is_a_damaged_row_not_a_value(tmp_path):
+    config = tmp_path / "c"
+    _init(config, "--subnet6", "fd13::/64")
+    _tamper(config, "address6", "fd13::2%eth0")
+    result = bulwark("peer", "list", "--config-dir", str(config), check=False)
+    _refused(result, "damaged peer 'alice'")

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from bulwark_vpn.errors import InputError, RenderError
 from bulwark_vpn.keys import PresharedKey, PrivateKey, PublicKey
@@ -20,22 +21,28 @@ from bulwark_vpn.values import (
     parse_network,
 )
 
-__all__ = ["parse_config", "render_config"]
+__all__ = ["guard_lines", "parse_config", "render_config"]
 
 
 def _join(items) -> str:
     return ", ".join(str(item) for item in items)
 
 
-def _guard(lines: list[str]) -> str:
+# Printable ASCII and the line breaks the join puts in: the common case, checked in one pass over the whole text.
+_PRINTABLE_LINES = re.compile(r"[\x20-\x7e\n]*")
+
+
+def guard_lines(lines: list[str]) -> str:
     """Join rendered lines, refusing any that holds a line break or another control character: a value must never
-    add a line (wg-quick runs PreUp/PostUp lines as root) or a section."""
-    for line in lines:
-        if has_unsafe_char(line):
-            raise RenderError("refusing to write a config line holding a control character or line break",
-                              line.split("=", 1)[0].strip() or line[:20],
-                              "the value came from an unchecked source: report it as a bug")
-    return "\n".join(lines) + "\n"
+    add a line (wg-quick runs PreUp/PostUp lines as root) or a section. Every wg-quick renderer ends here."""
+    text = "\n".join(lines)
+    if not (_PRINTABLE_LINES.fullmatch(text) and text.count("\n") == len(lines) - 1):
+        for line in lines:
+            if "\n" in line or has_unsafe_char(line):
+                raise RenderError("refusing to write a config line holding a control character or line break",
+                                  line.split("=", 1)[0].strip() or line[:20],
+                                  "the value came from an unchecked source: report it as a bug")
+    return text + "\n"
 
 
 def render_config(config: WgConfig, *, header: str | None = None) -> str:
@@ -68,7 +75,7 @@ def render_config(config: WgConfig, *, header: str | None = None) -> str:
             lines.append(f"AllowedIPs = {_join(peer.allowed_ips)}")
         if peer.keepalive is not None:
             lines.append(f"PersistentKeepalive = {peer.keepalive}")
-    return _guard(lines)
+    return guard_lines(lines)
 
 
 class _Section:

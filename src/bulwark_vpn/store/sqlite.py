@@ -31,6 +31,7 @@ from bulwark_vpn.errors import ConflictError, ErrorCode, NotFoundError, StoreErr
 from bulwark_vpn.fsutil import PRIVATE_FILE, UnsafePathError
 from bulwark_vpn.keys import PresharedKey, PrivateKey, PublicKey
 from bulwark_vpn.model import Peer, Settings
+from bulwark_vpn.values import parse_ip_address, parse_network
 
 STORE_NAME = "bulwark.db"
 SCHEMA_VERSION = 2
@@ -535,7 +536,16 @@ def _nets_to_json(nets) -> str | None:
 
 
 def _nets_from_json(text: str | None):
-    return None if text is None else tuple(ipaddress.ip_network(n) for n in json.loads(text))
+    # The strict parser, not ipaddress: a damaged or planted row may hold a zone id ('fd00::%x\n...'), which
+    # ipaddress.ip_network accepts; here it makes the row damaged (a StoreError), never a value.
+    return None if text is None else tuple(parse_network(n, "stored network") for n in json.loads(text))
+
+
+def _address(text: object, version: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    address = parse_ip_address(text, "stored address")
+    if address.version != version:
+        raise ValueError(f"not an IPv{version} address: {text!r}")
+    return address
 
 
 def _peer_to_row(peer: Peer) -> tuple:
@@ -560,8 +570,8 @@ def _peer_from_row(row: tuple) -> Peer:
         public_key=PublicKey.from_base64(public),
         private_key=PrivateKey.from_base64(private) if private else None,
         preshared_key=PresharedKey.from_base64(psk) if psk else None,
-        address4=ipaddress.IPv4Address(addr4),
-        address6=ipaddress.IPv6Address(addr6) if addr6 else None,
+        address4=_address(addr4, 4),  # type: ignore[arg-type]
+        address6=_address(addr6, 6) if addr6 else None,  # type: ignore[arg-type]
         allowed_ips=_nets_from_json(allowed),
         server_allowed_ips=_nets_from_json(server_allowed) or (),
         keepalive=keepalive,
@@ -600,13 +610,17 @@ def _settings_from_json(stored: dict[str, str]) -> Settings:
             continue
         value = json.loads(raw)
         if key == "subnet4":
-            value = ipaddress.IPv4Network(value)
+            value = ipaddress.IPv4Network(parse_network(value, "stored subnet"))
         elif key == "subnet6" and value is not None:
-            value = ipaddress.IPv6Network(value)
+            value = ipaddress.IPv6Network(parse_network(value, "stored IPv6 subnet"))
         elif key == "allowed_ips":
-            value = tuple(ipaddress.ip_network(n) for n in value)
+            value = tuple(parse_network(n, "stored network") for n in value)
         values[key] = value
     return Settings(**values)
+
+
+# SQLite's own files beside the store: the write-ahead log, its shared-memory index, a rollback journal.
+_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
 def _lstat(path: Path) -> os.stat_result | None:
