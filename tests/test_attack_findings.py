@@ -10,6 +10,7 @@ as before.
 - The server config renderer for store rows had no line guard: a store row holding a line break (a damaged or
   planted `bulwark.db`) wrote a `PostUp` into `wg_confs/wg0.conf`; the store read addresses and networks with
   `ipaddress`, which takes a zone id.
+- The store's -wal, -shm and -journal planted as links: refused by SQLite, but only as "cannot open the store".
 """
 
 from __future__ import annotations
@@ -207,3 +208,22 @@ def test_a_stored_address_with_a_zone_id_is_a_damaged_row_not_a_value(tmp_path):
     _tamper(config, "address6", "fd13::2%eth0")
     result = bulwark("peer", "list", "--config-dir", str(config), check=False)
     _refused(result, "damaged peer 'alice'")
+
+
+# --- SQLite's own files beside the store ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", ["-wal", "-shm", "-journal"])
+@pytest.mark.parametrize("command", [["peer", "list"], ["peer", "add", "bob"]])
+def test_the_stores_side_files_planted_as_links_are_refused_naming_them(tmp_path, suffix, command):
+    config = tmp_path / "c"
+    _init(config)
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    for side in ("-wal", "-shm"):
+        (config / f"bulwark.db{side}").unlink(missing_ok=True)
+    (config / f"bulwark.db{suffix}").symlink_to(victim)
+    before = snapshot(config)
+    _refused(bulwark(*command, "--config-dir", str(config), check=False),
+             f"'{config}/bulwark.db{suffix}'", "symbolic link")
+    assert victim.read_text() == "precious\n" and snapshot(config) == before

@@ -176,6 +176,14 @@ class SQLiteStore:
                 raise StoreError("the store is empty (0 bytes)", str(path),
                                  "restore it from a backup ('bulwark restore FILE'), or remove it to set up a new "
                                  "server, which adopts the rendered files")
+        for suffix in _SIDE_FILES:
+            side = _lstat(Path(f"{path}{suffix}"))
+            if side is not None and not stat.S_ISREG(side.st_mode):
+                # SQLite opens these by name; it refuses a link itself, but only as "cannot open": say which.
+                kind = "a symbolic link" if stat.S_ISLNK(side.st_mode) else "not a file"
+                raise UnsafePathError(f"the store's {suffix[1:]} file is {kind}", f"{path}{suffix}",
+                                      "Bulwark never follows or replaces it: remove it (or move it away) and run the "
+                                      "command again")
         conn, read_only = _connect(path, create=create and info is None, read_only=read_only,
                                    timeout=lock_timeout)
         store = cls(path, conn, read_only=read_only)
