@@ -11,6 +11,7 @@ as before.
   planted `bulwark.db`) wrote a `PostUp` into `wg_confs/wg0.conf`; the store read addresses and networks with
   `ipaddress`, which takes a zone id.
 - The store's -wal, -shm and -journal planted as links: refused by SQLite, but only as "cannot open the store".
+- A PrivateKey line with a stray control character put the private key into the error message (and the log).
 """
 
 from __future__ import annotations
@@ -227,3 +228,21 @@ def test_the_stores_side_files_planted_as_links_are_refused_naming_them(tmp_path
     _refused(bulwark(*command, "--config-dir", str(config), check=False),
              f"'{config}/bulwark.db{suffix}'", "symbolic link")
     assert victim.read_text() == "precious\n" and snapshot(config) == before
+
+
+# --- secrets never in an error ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("line", ["PrivateKey = {key}\x0b", "PrivateKey = {key}\u2028", "  PrivateKey   =   {key}\x00",
+                                  "PresharedKey = {key}\x85"])
+def test_a_damaged_key_line_in_an_adopted_config_never_shows_the_key(tmp_path, line):
+    root = _linuxserver(tmp_path / "config")
+    conf = root / "wg_confs/wg0.conf"
+    text = conf.read_text()
+    key = next(x.split(" = ")[1] for x in text.splitlines() if x.startswith("PrivateKey"))
+    conf.write_text(text.replace(f"PrivateKey = {key}", line.format(key=key), 1))
+    before = snapshot(root)
+    result = bulwark("init", "--config-dir", str(root), env=clean_env(**NO_DISCOVERY), check=False)
+    _refused(result, "a control character or line separator")
+    assert key not in result.stderr and key[:20] not in result.stderr
+    assert snapshot(root) == before

@@ -90,6 +90,18 @@ def _split(raw: str) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+# A key as wg writes it (44 base64 characters): a line quoted in an error may be a PrivateKey or PresharedKey line,
+# and errors reach the terminal and the container log.
+_KEY_TEXT = re.compile(r"[A-Za-z0-9+/]{43}=")
+
+
+def _redacted(line: str) -> str:
+    key, sep, _ = line.partition("=")
+    if sep and key.strip().lower() in ("privatekey", "presharedkey"):
+        return f"{key}= (hidden)"
+    return _KEY_TEXT.sub("(key hidden)", line)
+
+
 def _sections(text: str, source: str) -> list[_Section]:
     sections: list[_Section] = []
     # wg-quick splits on "\n" alone; other separators (U+2028, U+0085, a lone CR) stay inside a line and are
@@ -98,7 +110,7 @@ def _sections(text: str, source: str) -> list[_Section]:
         raw_line = raw_line.removesuffix("\r")
         if has_unsafe_char(raw_line.replace("\t", " ")):
             raise InputError(f"{source}:{number}: a control character or line separator in the line",
-                             raw_line[:60], "remove it")
+                             _redacted(raw_line)[:60], "remove it")
         line = raw_line.strip()
         if not line:
             continue
@@ -110,12 +122,14 @@ def _sections(text: str, source: str) -> list[_Section]:
         if line.startswith("["):
             kind = line.strip("[]").strip().lower()
             if kind not in ("interface", "peer"):
-                raise InputError(f"{source}:{number}: unknown section '{line}': use [Interface] or [Peer]")
+                raise InputError(f"{source}:{number}: unknown section '{_redacted(line)[:60]}': use [Interface] or "
+                                 "[Peer]")
             sections.append(_Section(kind, number))
             continue
         key, sep, value = line.partition("=")
         if not sep or not sections:
-            raise InputError(f"{source}:{number}: cannot parse '{line[:60]}': expected 'Key = value' in a section")
+            raise InputError(f"{source}:{number}: cannot parse '{_redacted(line)[:60]}': expected 'Key = value' in "
+                             "a section")
         sections[-1].values.setdefault(key.strip().lower(), []).append(value.split("#", 1)[0].strip())
     return sections
 
