@@ -12,6 +12,9 @@ as before.
   `ipaddress`, which takes a zone id.
 - The store's -wal, -shm and -journal planted as links: refused by SQLite, but only as "cannot open the store".
 - A PrivateKey line with a stray control character put the private key into the error message (and the log).
+- Adopting a /config whose server is not at the subnet's first host put a peer on the renumbered server's address;
+  an ORIG_INTERFACE disagreeing with the server's Address left peers outside the tunnel subnet; an IPv6 subnet
+  change could put the server on a peer's address.
 """
 
 from __future__ import annotations
@@ -246,3 +249,41 @@ def test_a_damaged_key_line_in_an_adopted_config_never_shows_the_key(tmp_path, l
     _refused(result, "a control character or line separator")
     assert key not in result.stderr and key[:20] not in result.stderr
     assert snapshot(root) == before
+
+
+# --- adoption: the server's address as Bulwark will give it, the tunnel subnet -----------------------------
+
+
+
+
+def test_adopting_a_peer_on_the_address_bulwark_gives_the_server_is_refused(tmp_path):
+    """Bulwark puts the server on the subnet's first host: a file whose server sits at .5 with a peer at .1 left
+    that peer on the server's own address."""
+    root = _linuxserver(tmp_path / "config", server_address="10.13.13.5", peers=("10.13.13.1", "10.13.13.2"),
+                        original_interface=None)
+    before = snapshot(root)
+    _refused(bulwark("init", "--config-dir", str(root), env=clean_env(**NO_DISCOVERY), check=False),
+             "a peer has the server's own address", "'10.13.13.1/32'")
+    assert snapshot(root) == before
+
+
+def test_adopting_peers_outside_the_tunnel_subnet_is_refused(tmp_path):
+    root = _linuxserver(tmp_path / "config", original_interface="10.13.12")
+    before = snapshot(root)
+    _refused(bulwark("init", "--config-dir", str(root), env=clean_env(**NO_DISCOVERY), check=False),
+             "a peer's address is outside the tunnel subnet", "'10.13.13.2'", "10.13.12.0/24")
+    assert snapshot(root) == before
+
+
+def test_an_ipv6_subnet_whose_first_host_is_a_peer_is_refused_naming_the_address(tmp_path):
+    """fd00::4/126 holds fd00::5 and makes it the server's address: the peer there would share it."""
+    config = tmp_path / "c"
+    bulwark("init", "--config-dir", str(config), "--subnet6", "fd00::/64", "--peers", "a,b,c,d")
+    bulwark("peer", "remove", "a", "b", "c", "--config-dir", str(config))
+    peers = json.loads(bulwark("peer", "list", "--json", "--config-dir", str(config)).stdout)["peers"]
+    assert [p["address6"] for p in peers] == ["fd00::5"]
+    bulwark("init", "--config-dir", str(config))  # a writer closes last: SQLite's -wal and -shm are gone again
+    before = snapshot(config)
+    _refused(bulwark("init", "--config-dir", str(config), "--subnet6", "fd00::4/126", check=False),
+             "a peer would hold the server's own tunnel address", "'fd00::5'")
+    assert snapshot(config) == before
