@@ -15,6 +15,7 @@ as before.
 - Adopting a /config whose server is not at the subnet's first host put a peer on the renumbered server's address;
   an ORIG_INTERFACE disagreeing with the server's Address left peers outside the tunnel subnet; an IPv6 subnet
   change could put the server on a peer's address.
+- A trailing '+' in an interface name is a wildcard to the iptables fallback (`-o +` is every interface).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from bulwark_vpn import publicip
+from bulwark_vpn.errors import InputError
 from bulwark_vpn.keys import PrivateKey
 from tests.fakes import FakeImds, FakeIpService, serve_imds, serve_ip_service
 from tests.helpers import bulwark, clean_env, snapshot
@@ -287,3 +289,30 @@ def test_an_ipv6_subnet_whose_first_host_is_a_peer_is_refused_naming_the_address
     _refused(bulwark("init", "--config-dir", str(config), "--subnet6", "fd00::4/126", check=False),
              "a peer would hold the server's own tunnel address", "'fd00::5'")
     assert snapshot(config) == before
+
+
+# --- interface names: a wildcard to iptables ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("args", "env"), [
+    (["--interface", "wg+"], {}),
+    (["--egress-interface", "eth+"], {}),
+    (["--egress-interface", "+"], {}),
+    ([], {"BULWARK_EGRESS_INTERFACE": "+"}),
+    ([], {"BULWARK_INTERFACE": "bw+"}),
+])
+def test_an_interface_name_ending_in_plus_is_refused(tmp_path, args, env):
+    config = tmp_path / "c"
+    _init(config)
+    before = snapshot(config)
+    _refused(bulwark("init", "--config-dir", str(config), *args, env=clean_env(**env), check=False),
+             "a trailing '+' is a wildcard to iptables")
+    assert snapshot(config) == before
+
+
+def test_the_iptables_fallback_never_gets_a_wildcard_interface():
+    from bulwark_vpn.dataplane.firewall import FirewallSpec
+
+    for iface, egress in (("wg+", "eth0"), ("wg0", "+"), ("wg0", "eth+")):
+        with pytest.raises(InputError, match="wildcard"):
+            FirewallSpec(iface=iface, egress=egress, subnets=(), listen_port=51820)

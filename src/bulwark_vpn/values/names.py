@@ -24,10 +24,14 @@ _NUMBERED = re.compile(r"peer([1-9][0-9]{0,4})")
 
 
 def parse_interface_name(value: object, what: str = "interface name") -> str:
-    hint = f"use 1-{IFNAMSIZ} letters, digits or _=+.- not starting with '-' (e.g. wg0)"
+    hint = f"use 1-{IFNAMSIZ} letters, digits or _=+.- not starting with '-' nor ending with '+' (e.g. wg0)"
     text = require_text(value, what, hint)
     if not _IFNAME.fullmatch(text) or text in (".", ".."):
         raise InputError(f"invalid {what}", value, hint)
+    if text.endswith("+"):
+        # iptables reads `-i wg+` as "every interface whose name starts with wg": the fallback firewall's rules
+        # would forward and masquerade other tunnels (and `-o +` every interface), unlike the nftables rendering.
+        raise InputError(f"invalid {what}", value, "a trailing '+' is a wildcard to iptables: " + hint)
     return text
 
 
