@@ -16,11 +16,14 @@ as before.
   an ORIG_INTERFACE disagreeing with the server's Address left peers outside the tunnel subnet; an IPv6 subnet
   change could put the server on a peer's address.
 - A trailing '+' in an interface name is a wildcard to the iptables fallback (`-o +` is every interface).
+- `doctor` followed a planted link in the config folder, hung on a FIFO, and printed a planted file's terminal
+  escape sequences raw.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sqlite3
 import threading
@@ -316,3 +319,38 @@ def test_the_iptables_fallback_never_gets_a_wildcard_interface():
     for iface, egress in (("wg+", "eth0"), ("wg0", "+"), ("wg0", "eth+")):
         with pytest.raises(InputError, match="wildcard"):
             FirewallSpec(iface=iface, egress=egress, subnets=(), listen_port=51820)
+
+
+# --- doctor reads the folder as Bulwark does -------------------------------------------------------------
+
+
+def _doctor_endpoint_line(config: Path) -> str:
+    result = bulwark("doctor", "--config-dir", str(config), process=True, timeout=60, check=False)
+    return next(line for line in result.stdout.splitlines() if line.split()[1:2] == ["endpoint"])
+
+
+def test_doctor_never_reads_through_a_link_planted_in_the_config_folder(tmp_path):
+    config = tmp_path / "c"
+    _init(config)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "peer_evil.conf").write_text("[Peer]\nEndpoint = 198.51.100.250:4\n")
+    (config / "peer_evil").symlink_to(outside)
+    assert "198.51.100.250" not in _doctor_endpoint_line(config)
+
+
+def test_doctor_shows_a_planted_files_escape_sequences_escaped(tmp_path):
+    config = tmp_path / "c"
+    _init(config)
+    (config / "peer_esc").mkdir()
+    (config / "peer_esc/peer_esc.conf").write_text("[Peer]\nEndpoint = \x1b]0;PWNED\x07\x1b[2J:1\n")
+    line = _doctor_endpoint_line(config)
+    assert "\x1b" not in line and "\x07" not in line and "\\x1b]0;PWNED\\x07" in line
+
+
+def test_doctor_does_not_hang_on_a_fifo_planted_as_a_peer_config(tmp_path):
+    config = tmp_path / "c"
+    _init(config)
+    (config / "peer_fifo").mkdir()
+    os.mkfifo(config / "peer_fifo/peer_fifo.conf")
+    assert "endpoint" in _doctor_endpoint_line(config)  # a plain read would block here until the timeout
