@@ -35,11 +35,9 @@ import pytest
 
 from bulwark_vpn import publicip
 from bulwark_vpn.errors import InputError
-from bulwark_vpn.keys import PrivateKey
+from tests.attack import NO_DISCOVERY, linuxserver_config
 from tests.fakes import FakeImds, FakeIpService, serve_imds, serve_ip_service
 from tests.helpers import bulwark, clean_env, snapshot
-
-NO_DISCOVERY = {"BULWARK_IMDS_URL": "", "BULWARK_STUN_SERVERS": "", "BULWARK_IP_SERVICES": ""}
 
 
 def _init(config: Path, *extra: str) -> None:
@@ -60,31 +58,6 @@ def _tamper(config: Path, column: str, value: str, where: str = "alice") -> None
     with conn:
         conn.execute(f"UPDATE peers SET {column}=? WHERE name=?", (value, where))  # noqa: S608 - test columns
     conn.close()
-
-
-def _linuxserver(root: Path, *, server_address: str = "10.13.13.1", peers: tuple[str, ...] = ("10.13.13.2",),
-                 original_interface: str | None = "10.13.13") -> Path:
-    """A minimal linuxserver/wireguard /config: server conf with PostUp/PostDown as the image writes it, peer
-    folders with their client confs, `.donoteditthisfile`."""
-    server = PrivateKey.generate()
-    (root / "wg_confs").mkdir(parents=True)
-    lines = ["[Interface]", f"Address = {server_address}", "ListenPort = 51820", f"PrivateKey = {server.to_base64()}",
-             "PostUp = iptables -A FORWARD -i %i -j ACCEPT", "PostDown = iptables -D FORWARD -i %i -j ACCEPT", ""]
-    for number, address in enumerate(peers, start=1):
-        client = PrivateKey.generate()
-        folder = root / f"peer{number}"
-        folder.mkdir()
-        (folder / f"peer{number}.conf").write_text(
-            f"[Interface]\nAddress = {address}\nPrivateKey = {client.to_base64()}\nListenPort = 51820\n"
-            f"DNS = {server_address}\n\n[Peer]\nPublicKey = {server.public_key()}\nEndpoint = 203.0.113.9:51820\n"
-            "AllowedIPs = 0.0.0.0/0\n")
-        lines += ["[Peer]", f"# peer{number}", f"PublicKey = {client.public_key()}", f"AllowedIPs = {address}/32", ""]
-    (root / "wg_confs/wg0.conf").write_text("\n".join(lines))
-    if original_interface is not None:
-        (root / ".donoteditthisfile").write_text(
-            f'ORIG_SERVERURL="203.0.113.9"\nORIG_SERVERPORT="51820"\nORIG_PEERDNS="{server_address}"\n'
-            f'ORIG_INTERFACE="{original_interface}"\nORIG_ALLOWEDIPS="0.0.0.0/0"\n')
-    return root
 
 
 # --- discovery: garbage at the HTTP level voids one source, never the command ------------------------------
@@ -244,7 +217,7 @@ def test_the_stores_side_files_planted_as_links_are_refused_naming_them(tmp_path
 @pytest.mark.parametrize("line", ["PrivateKey = {key}\x0b", "PrivateKey = {key}\u2028", "  PrivateKey   =   {key}\x00",
                                   "PresharedKey = {key}\x85"])
 def test_a_damaged_key_line_in_an_adopted_config_never_shows_the_key(tmp_path, line):
-    root = _linuxserver(tmp_path / "config")
+    root = linuxserver_config(tmp_path / "config")
     conf = root / "wg_confs/wg0.conf"
     text = conf.read_text()
     key = next(x.split(" = ")[1] for x in text.splitlines() if x.startswith("PrivateKey"))
@@ -264,7 +237,7 @@ def test_a_damaged_key_line_in_an_adopted_config_never_shows_the_key(tmp_path, l
 def test_adopting_a_peer_on_the_address_bulwark_gives_the_server_is_refused(tmp_path):
     """Bulwark puts the server on the subnet's first host: a file whose server sits at .5 with a peer at .1 left
     that peer on the server's own address."""
-    root = _linuxserver(tmp_path / "config", server_address="10.13.13.5", peers=("10.13.13.1", "10.13.13.2"),
+    root = linuxserver_config(tmp_path / "config", server_address="10.13.13.5", peers=("10.13.13.1", "10.13.13.2"),
                         original_interface=None)
     before = snapshot(root)
     _refused(bulwark("init", "--config-dir", str(root), env=clean_env(**NO_DISCOVERY), check=False),
@@ -273,7 +246,7 @@ def test_adopting_a_peer_on_the_address_bulwark_gives_the_server_is_refused(tmp_
 
 
 def test_adopting_peers_outside_the_tunnel_subnet_is_refused(tmp_path):
-    root = _linuxserver(tmp_path / "config", original_interface="10.13.12")
+    root = linuxserver_config(tmp_path / "config", original_interface="10.13.12")
     before = snapshot(root)
     _refused(bulwark("init", "--config-dir", str(root), env=clean_env(**NO_DISCOVERY), check=False),
              "a peer's address is outside the tunnel subnet", "'10.13.13.2'", "10.13.12.0/24")
