@@ -243,10 +243,10 @@ def stun_success(txid: bytes, address: str, port: int) -> bytes:
     mask = struct.pack("!I", STUN_MAGIC_COOKIE) + (txid if ip.version == 6 else b"")
     raw = bytes(a ^ b for a, b in zip(ip.packed, mask, strict=True))
     value = struct.pack("!BBH", 0, 1 if ip.version == 4 else 2, port ^ (STUN_MAGIC_COOKIE >> 16)) + raw
-    return _stun_message(txid, value)
+    return stun_message(txid, value)
 
 
-def _stun_message(txid: bytes, xor_mapped_value: bytes) -> bytes:
+def stun_message(txid: bytes, xor_mapped_value: bytes) -> bytes:
     attr = struct.pack("!HH", 0x0020, len(xor_mapped_value)) + xor_mapped_value + b"\0" * (-len(xor_mapped_value) % 4)
     return struct.pack("!HHI12s", 0x0101, len(attr), STUN_MAGIC_COOKIE, txid) + attr
 
@@ -278,7 +278,7 @@ def serve_stun(stun: FakeStun, host: str = "127.0.0.1", netns: str | None = None
             if kind != 0x0001 or cookie != STUN_MAGIC_COOKIE:
                 continue
             stun.seen += 1
-            reply = (_stun_message(txid, stun.raw_mapped) if stun.raw_mapped is not None
+            reply = (stun_message(txid, stun.raw_mapped) if stun.raw_mapped is not None
                      else stun_success(txid, stun.mapped, stun.port))
             sock.sendto(reply, peer)
 
