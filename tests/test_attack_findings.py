@@ -15,7 +15,9 @@ as before.
 - Adopting a /config whose server is not at the subnet's first host put a peer on the renumbered server's address;
   an ORIG_INTERFACE disagreeing with the server's Address left peers outside the tunnel subnet; an IPv6 subnet
   change could put the server on a peer's address.
-- A trailing '+' in an interface name is a wildcard to the iptables fallback (`-o +` is every interface).
+- A trailing '+' in an interface name is a wildcard to the iptables fallback (`-o +` is every interface); `all` and
+  `default` are no interface's name but the kernel's for every interface's settings: `--egress-interface default`
+  made `up` change net.ipv6.conf.default.accept_ra for the whole host.
 - `doctor` followed a planted link in the config folder, hung on a FIFO, and printed a planted file's terminal
   escape sequences raw.
 """
@@ -283,6 +285,23 @@ def test_an_interface_name_ending_in_plus_is_refused(tmp_path, args, env):
     before = snapshot(config)
     _refused(bulwark("init", "--config-dir", str(config), *args, env=clean_env(**env), check=False),
              "a trailing '+' is a wildcard to iptables")
+    assert snapshot(config) == before
+
+
+@pytest.mark.parametrize(("args", "env"), [
+    (["--egress-interface", "default"], {}),
+    (["--egress-interface", "all"], {}),
+    (["--interface", "all"], {}),
+    ([], {"BULWARK_EGRESS_INTERFACE": "default"}),
+])
+def test_the_kernels_all_and_default_are_not_interface_names(tmp_path, args, env):
+    """`up` wrote `sysctl net.ipv6.conf.default.accept_ra=2` for `--egress-interface default`: a host-wide default
+    every later interface inherits, left after `down` (tests/test_attack_netns.py shows it in a namespace)."""
+    config = tmp_path / "c"
+    _init(config)
+    before = snapshot(config)
+    _refused(bulwark("init", "--config-dir", str(config), *args, env=clean_env(**env), check=False),
+             "is not an interface name the kernel allows")
     assert snapshot(config) == before
 
 

@@ -9,6 +9,8 @@ where a PreUp/PostUp line would leave a marker file, and it runs nothing.
   exactly as rendered (DNS= included: a recording `resolvconf` stands in for the real one, which these namespaces
   lack), the tunnel works (ping the server's tunnel addresses), and no marker appears. What wg-quick handed
   resolvconf is exactly one `nameserver` line per DNS entry.
+- The egress interface reaches a sysctl: a VLAN-style name with a dot keeps its router advertisements (sysctl
+  read `net.ipv6.conf.eth0.100` as eth0/100), and no host-wide default changes.
 - SERVERURL=auto against a fake IMDS (IMDSv2: token PUT, then GET with the token), a fake "what is my IP" service
   and a fake STUN server in the "VPC" namespace, answering injection payloads: nothing is stored (`peer show` says
   the address is unknown), then a good answer is stored and `bulwark up` serves it, then hostile answers again keep
@@ -195,3 +197,19 @@ def test_serverurl_auto_refuses_injected_discovery_answers_and_keeps_the_last_go
         assert_folder_rendered_clean(lab.config)
         assert client.ping("10.13.13.1", count=2)
     assert not marker.exists() and not list(markers.iterdir())
+
+
+def _sysctl(ns: Netns, name: str) -> str:
+    return ns.run(["sysctl", "-n", name]).stdout.decode().strip()
+
+
+def test_a_dotted_egress_keeps_router_advertisements_and_no_host_wide_default_changes(lab: Lab):
+    lab.server.ip("link", "add", "bwe.1", "type", "veth", "peer", "name", "bwe.2")
+    assert _sysctl(lab.server, "net/ipv6/conf/bwe.1/accept_ra") == "1"
+    default = _sysctl(lab.server, "net.ipv6.conf.default.accept_ra")
+    lab.init("--peers", "alice", "--subnet6", "fd13::/64", "--egress-interface", "bwe.1")
+    lab.up()
+    assert _sysctl(lab.server, "net/ipv6/conf/bwe.1/accept_ra") == "2"
+    lab.bulwark("down")
+    assert _sysctl(lab.server, "net.ipv6.conf.default.accept_ra") == default
+    assert _sysctl(lab.server, "net.ipv6.conf.all.accept_ra") == "1"

@@ -366,8 +366,9 @@ class Gateway:
     def _keep_router_advertisements(self, egress: str) -> None:
         """IPv6 forwarding makes an interface with accept_ra=1 ignore router advertisements, and a SLAAC
         host would lose its IPv6 default route. accept_ra=2 keeps them (and means the same as 1 once
-        forwarding is off again, so it is left in place after `down`)."""
-        name = f"net.ipv6.conf.{egress}.accept_ra"
+        forwarding is off again, so it is left in place after `down`). The name is written with '/': sysctl reads
+        dots as separators, so a VLAN egress `eth0.100` would otherwise be looked up as `eth0/100`."""
+        name = f"net/ipv6/conf/{egress}/accept_ra"
         current = self.runner.run(["sysctl", "-n", name], check=False, quiet=True).stdout.decode().strip()
         if current == "1":
             self.runner.run(["sysctl", "-q", "-w", f"{name}=2"])
