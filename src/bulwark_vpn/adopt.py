@@ -102,9 +102,10 @@ def _client_private_keys(folder: SafeFolder) -> dict[PublicKey, tuple[str, Priva
 
 
 def _in_tunnel(settings: Settings, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """A usable peer address of the tunnel subnet (not its network or broadcast address)."""
+    """A usable peer address of the tunnel subnet (not its network or broadcast address). An IPv6 peer address
+    with no IPv6 subnet on the server (a hand-edited template) is adopted as it is, as before."""
     subnet = settings.subnet4 if address.version == 4 else settings.subnet6
-    return subnet is not None and Pool(subnet).contains_peer_address(address)
+    return subnet is None or Pool(subnet).contains_peer_address(address)
 
 
 def _name_from_folder(folder: str) -> str:
