@@ -11,6 +11,7 @@ as before.
   planted `bulwark.db`) wrote a `PostUp` into `wg_confs/wg0.conf`; the store read addresses and networks with
   `ipaddress`, which takes a zone id.
 - The store's -wal, -shm and -journal planted as links: refused by SQLite, but only as "cannot open the store".
+  The store itself swapped for a link while a command waited for its lock: the chmod 0600 followed the link.
 - A PrivateKey line with a stray control character put the private key into the error message (and the log).
 - Adopting a /config whose server is not at the subnet's first host put a peer on the renumbered server's address;
   an ORIG_INTERFACE disagreeing with the server's Address left peers outside the tunnel subnet; an IPv6 subnet
@@ -26,9 +27,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import sqlite3
+import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,7 +43,7 @@ from bulwark_vpn import publicip
 from bulwark_vpn.errors import InputError
 from tests.attack import NO_DISCOVERY, linuxserver_config
 from tests.fakes import FakeImds, FakeIpService, serve_imds, serve_ip_service
-from tests.helpers import bulwark, clean_env, snapshot
+from tests.helpers import BULWARK, bulwark, clean_env, snapshot
 
 
 def _init(config: Path, *extra: str) -> None:
@@ -211,6 +215,68 @@ def test_the_stores_side_files_planted_as_links_are_refused_naming_them(tmp_path
     _refused(bulwark(*command, "--config-dir", str(config), check=False),
              f"'{config}/bulwark.db{suffix}'", "symbolic link")
     assert victim.read_text() == "precious\n" and snapshot(config) == before
+
+
+# --- the store swapped for a link while a command waits for it ---------------------------------------------
+
+
+def _has_open(pid: int, path: Path) -> bool:
+    try:
+        return any(os.readlink(fd) == str(path) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("swap", ["link", "other file"])
+def test_a_store_swapped_while_a_command_waits_for_its_lock_is_never_followed(tmp_path, swap):
+    """Anyone who can write the folder can hold the database locked: the command waits (busy timeout) after the
+    checks on the store's name; a link put there meanwhile made its chmod 0600 (as root) land on the link's
+    target."""
+    config = tmp_path / "c"
+    _init(config)
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    victim.chmod(0o644)
+    store = config / "bulwark.db"
+    holder = sqlite3.connect(store, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("COMMIT")  # in exclusive locking mode the lock stays: every other connection waits
+    command = subprocess.Popen([*BULWARK, "peer", "add", "bob", "--config-dir", str(config)], env=clean_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not _has_open(command.pid, store) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _has_open(command.pid, store), "the command never opened the store"
+        time.sleep(0.3)  # it is in SQLite's busy wait now
+        store.rename(tmp_path / "moved.db")
+        if swap == "link":
+            store.symlink_to(victim)
+        else:
+            shutil.copy2(tmp_path / "moved.db", store)
+    finally:
+        holder.close()
+    _, stderr = command.communicate(timeout=60)
+    assert command.returncode == 2 and stderr.count("\n") == 1, stderr
+    assert ("the store is a symbolic link" if swap == "link" else "the store was replaced") in stderr
+    assert victim.stat().st_mode & 0o777 == 0o644 and victim.read_text() == "precious\n"
+
+
+def test_opening_the_store_again_keeps_the_locks_of_a_connection_already_open(tmp_path):
+    """The check above must not open and close an ordinary descriptor of the database: that drops every POSIX
+    lock of the process, SQLite's too; the next writer then deletes the WAL under a reader that stays open (the
+    supervisor), which stops seeing changes."""
+    from bulwark_vpn.store import open_store
+
+    config = tmp_path / "c"
+    _init(config)
+    with open_store(config) as reader:
+        assert [p.name for p in reader.peers()] == ["alice"]
+        open_store(config).close()  # a second open in the same process, as a command inside the supervisor does
+        bulwark("peer", "add", "bob", "--config-dir", str(config), process=True)
+        assert (config / "bulwark.db-wal").exists() and (config / "bulwark.db-shm").exists()
+        assert [p.name for p in reader.peers()] == ["alice", "bob"]
 
 
 # --- secrets never in an error ------------------------------------------------------------------------------

@@ -149,10 +149,13 @@ def _translated(method):
 class SQLiteStore:
     """One config folder's SQLite store. Use as a context manager or call close()."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, *, read_only: bool = False) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, *, read_only: bool = False,
+                 identity: tuple[int, int] | None = None) -> None:
         self.path = path
         self._conn = conn
         self.read_only = read_only
+        # (device, inode) of the store file as checked before SQLite opened it; None for a store being created.
+        self._identity = identity
 
     # -- opening and schema -------------------------------------------------------------------------
 
@@ -186,7 +189,8 @@ class SQLiteStore:
                                       "command again")
         conn, read_only = _connect(path, create=create and info is None, read_only=read_only,
                                    timeout=lock_timeout)
-        store = cls(path, conn, read_only=read_only)
+        store = cls(path, conn, read_only=read_only,
+                    identity=(info.st_dev, info.st_ino) if info is not None else None)
         try:
             store._prepare()
         except sqlite3.Error as exc:
@@ -213,9 +217,30 @@ class SQLiteStore:
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
-        if stat.S_IMODE(os.stat(self.path).st_mode) != PRIVATE_FILE:
-            os.chmod(self.path, PRIVATE_FILE)
+        self._make_private()
         self._migrate()
+
+    def _make_private(self) -> None:
+        """chmod 0600 the file SQLite opened, never what its name points to now: a command can wait for a lock between
+        the checks in `open` and here (another process holding the database), time enough to put a link to any file
+        in the store's place, and a chmod by name followed it (as root).
+
+        Through an O_PATH descriptor: closing an ordinary descriptor of the database would drop every POSIX lock
+        this process holds on it, SQLite's own included (the next writer then deletes the WAL under a live reader,
+        such as the supervisor); an O_PATH one holds no locks and drops none."""
+        fd = os.open(self.path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            info = os.fstat(fd)
+            if stat.S_ISLNK(info.st_mode):
+                raise UnsafePathError("the store is a symbolic link", str(self.path),
+                                      "Bulwark never follows links in its folder: put the real file there")
+            if self._identity is not None and (info.st_dev, info.st_ino) != self._identity:
+                raise UnsafePathError("the store was replaced while it was being opened", str(self.path),
+                                      "another process swapped the file: check who writes this folder")
+            if stat.S_IMODE(info.st_mode) != PRIVATE_FILE:
+                os.chmod(f"/proc/self/fd/{fd}", PRIVATE_FILE)  # the file this descriptor is, no link followed
+        finally:
+            os.close(fd)
 
     def _newer(self, version: int) -> StoreError:
         return StoreError(f"the store has schema version {version}, newer than this Bulwark's ({SCHEMA_VERSION})",
