@@ -150,12 +150,14 @@ INTERFACE_VALUES = [f"wg0{sep}" for sep in BREAKS.values()] + ["wg0\nPostUp = to
                                                                  ".", "..", "wg0;id", "$(id)", "a" * 16, ""]
 
 
-@pytest.mark.parametrize("value", INTERFACE_VALUES, ids=[repr(v) for v in INTERFACE_VALUES])
-@pytest.mark.parametrize("path", INTERFACE_PATHS)
+# NUL cannot be in an environment; an empty variable is "not given" (the next test).
+INTERFACE_MATRIX = [(path, value) for path in INTERFACE_PATHS for value in INTERFACE_VALUES
+                    if not (INTERFACE_PATHS[path][0] == "env" and ("\x00" in value or value == ""))]
+
+
+@pytest.mark.parametrize(("path", "value"), INTERFACE_MATRIX, ids=[f"{p}-{v!r}" for p, v in INTERFACE_MATRIX])
 def test_an_interface_name_with_a_line_break_or_out_of_the_rule_is_refused(unchanged, tmp_path, path, value):
     how, target = INTERFACE_PATHS[path]
-    if how == "env" and ("\x00" in value or value == ""):
-        return  # NUL cannot be in an environment; an empty variable is "not given" (the next test)
     result = deliver(unchanged, how, target, value, tmp_path)
     assert_refused(result, "interface", f"'{show_value(value)}'")
     assert not list(unchanged.glob("wg_confs/wg0?*.conf"))
