@@ -113,7 +113,7 @@ VALID = {
 
 # --- where the examples run ---------------------------------------------------------------------------------
 
-_ROOT = Path(tempfile.mkdtemp(prefix="bulwark-hypothesis-"))
+_ROOTS: list[Path] = []
 _COUNTER = iter(range(10**9))
 
 
@@ -122,14 +122,17 @@ def _examples_on_tmpfs() -> Iterator[None]:
     """The examples' folders on a tmpfs of their own: the same code paths (fsync, rename, os.sync) at memory
     speed, which keeps some 1,000 provisioned folders within the time budget. On disk when it cannot be mounted
     (not root): slower, the same checks."""
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512m,mode=0700", "tmpfs", str(_ROOT)],
+    root = Path(tempfile.mkdtemp(prefix="bulwark-hypothesis-"))
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512m,mode=0700", "tmpfs", str(root)],
                              capture_output=True, check=False).returncode == 0
+    _ROOTS.append(root)
     try:
         yield
     finally:
+        _ROOTS.remove(root)
         if mounted:
-            subprocess.run(["umount", "-l", str(_ROOT)], check=False)
-        shutil.rmtree(_ROOT, ignore_errors=True)
+            subprocess.run(["umount", "-l", str(root)], check=False)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _context(config: Path, environ: dict[str, str] | None = None) -> Context:
@@ -138,7 +141,7 @@ def _context(config: Path, environ: dict[str, str] | None = None) -> Context:
 
 def _template() -> Path:
     """A provisioned folder (two peers, dual stack) copied for each example that changes an existing server."""
-    template = _ROOT / "template"
+    template = _ROOTS[-1] / "template"
     if not template.exists():
         service.init_from_sources(_context(template), flags={"server_url": "203.0.113.9", "subnet6": "fd13::/64"},
                                   peers="alice,site")
@@ -148,7 +151,7 @@ def _template() -> Path:
 @contextmanager
 def _folder(kind: str) -> Iterator[Path]:
     """A config folder for one example: missing (a first init), a copy of the template, or a linuxserver one."""
-    path = _ROOT / f"ex{next(_COUNTER)}"
+    path = _ROOTS[-1] / f"ex{next(_COUNTER)}"
     if kind == "provisioned":
         shutil.copytree(_template(), path, symlinks=True)
     elif kind == "linuxserver":
