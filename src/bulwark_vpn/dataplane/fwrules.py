@@ -51,8 +51,8 @@ _COMMENT = re.compile(r"[A-Za-z0-9 ,.:()/_-]{1,100}")
 def checked_ifname(name: str) -> str:
     """`name` if it can be written into an nft or iptables script as an interface name, else InputError."""
     if not isinstance(name, str) or not _IFNAME.fullmatch(name) or name in (".", "..") or name.endswith("+"):
-        raise InputError(f"invalid interface name for the firewall: {name!r}: use 1-15 letters, digits or _=+.- "
-                         "(not ending in '+')")
+        raise InputError("invalid interface name for the firewall", name,
+                         "use 1-15 letters, digits or _=+.-, not ending in '+' (iptables reads that as a wildcard)")
     return name
 
 

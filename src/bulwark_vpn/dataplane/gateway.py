@@ -404,11 +404,12 @@ class Gateway:
         """IPv6 forwarding makes an interface with accept_ra=1 ignore router advertisements, and a SLAAC
         host would lose its IPv6 default route. accept_ra=2 keeps them (and means the same as 1 once
         forwarding is off again, so it is left in place after `down`). Done on the uplink: the egress
-        interface when one is set, else the interfaces of the default routes."""
+        interface when one is set, else the interfaces of the default routes. The name is written with '/':
+        sysctl reads dots as separators, so a VLAN uplink `eth0.100` would otherwise be looked up as `eth0/100`."""
         defaults = [netcfg.egress_interface(self.runner, 6), netcfg.egress_interface(self.runner)]
         uplinks = [egress] if egress else defaults
         for uplink in dict.fromkeys(u for u in uplinks if u):
-            name = f"net.ipv6.conf.{uplink}.accept_ra"
+            name = f"net/ipv6/conf/{uplink}/accept_ra"
             current = self.runner.run(["sysctl", "-n", name], check=False, quiet=True).stdout.decode().strip()
             if current == "1":
                 self.runner.run(["sysctl", "-q", "-w", f"{name}=2"])

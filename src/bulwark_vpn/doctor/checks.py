@@ -30,8 +30,8 @@ from bulwark_vpn.doctor.common import address_kind, listing, plural, resolve
 from bulwark_vpn.doctor.facts import ServerContext
 from bulwark_vpn.doctor.model import CheckResult, Remedy, Status, fail, ok, skip, warn
 from bulwark_vpn.doctor.nftrules import ChainVerdict, Finding, Packet, Ruleset
-from bulwark_vpn.errors import BulwarkError
-from bulwark_vpn.fsutil import PRIVATE_DIR, PRIVATE_FILE
+from bulwark_vpn.errors import BulwarkError, one_line
+from bulwark_vpn.fsutil import PRIVATE_DIR, PRIVATE_FILE, SafeFolder
 from bulwark_vpn.model import IPNetwork
 from bulwark_vpn.store import STORE_NAME
 from bulwark_vpn.values import format_endpoint, parse_endpoint
@@ -825,18 +825,27 @@ def check_handshakes(ctx: ServerContext) -> CheckResult:
 
 
 def _config_endpoints(config_dir: Path) -> dict[str, list[str]]:
-    """Endpoint value -> the peer config files that carry it (rendered peer_*/peer*.conf)."""
+    """Endpoint value -> the peer config files that carry it (rendered peer_*/peer*.conf).
+
+    Read the way Bulwark reads its folder: no link followed (a planted `peer_x -> /elsewhere` is not read), regular
+    files only (a FIFO would block a plain read for ever), and values and names escaped into one line (a planted
+    file may hold terminal escape sequences, and this evidence is printed)."""
     found: dict[str, list[str]] = {}
-    for entry in os.scandir(config_dir):
-        if not (entry.is_dir() and entry.name.startswith("peer")):
-            continue
-        conf = Path(entry.path) / f"{entry.name}.conf"
-        try:
-            text = conf.read_text()
-        except OSError:
-            continue
-        for value in _ENDPOINT_LINE.findall(text):
-            found.setdefault(value, []).append(entry.name)
+    try:
+        folder = SafeFolder.open(config_dir)
+    except (OSError, BulwarkError):
+        return found
+    with folder:
+        for name in sorted(folder.listdir()):
+            info = folder.lstat(name)
+            if not name.startswith("peer") or info is None or not stat.S_ISDIR(info.st_mode):
+                continue
+            try:
+                text = folder.read_bytes(f"{name}/{name}.conf").decode(errors="replace")
+            except (OSError, BulwarkError):
+                continue
+            for value in _ENDPOINT_LINE.findall(text):
+                found.setdefault(one_line(value), []).append(one_line(name))
     return found
 
 

@@ -79,8 +79,14 @@ def check_same_gateway(ctx: Context, store: Store, iface: str) -> None:
                             code=ErrorCode.OTHER_GATEWAY)
 
 
-def _interface(store: Store, interface: object) -> str:
-    return parse_interface_name(interface) if interface is not None else store.settings().interface
+def _interface(store: Store, interface: str | None) -> str:
+    """The interface asked for (already parsed), else the store's."""
+    return interface if interface is not None else store.settings().interface
+
+
+def _parsed_interface(interface: object) -> str | None:
+    # Parsed before anything opens the store: bad input must not even leave SQLite's -wal/-shm behind.
+    return None if interface is None else parse_interface_name(interface)
 
 
 def apply_live(ctx: Context, store: Store, *, upsert: Iterable[Peer] = (), remove: Iterable[Peer] = (),
@@ -198,8 +204,9 @@ def down(ctx: Context, *, interface: object = None) -> DownResult:
     """`bulwark down`: tear this folder's gateway down (through its supervisor when it runs)."""
     from bulwark_vpn.dataplane import gateway
 
+    interface = _parsed_interface(interface)
     if interface is not None and not ctx.has_store():
-        iface = parse_interface_name(interface)
+        iface = interface
     else:
         with ctx.open_store(read_only=True) as store:
             iface = _interface(store, interface)
@@ -211,6 +218,7 @@ def status(ctx: Context, *, interface: object = None):
     """The live interface and its peers (names from the store, counters from the device)."""
     from bulwark_vpn.dataplane import gateway
 
+    interface = _parsed_interface(interface)
     with ctx.open_store(read_only=True) as store:
         iface = _interface(store, interface)
         check_same_gateway(ctx, store, iface)
@@ -223,6 +231,7 @@ def apply_now(ctx: Context, *, dry_run: bool = False, interface: object = None) 
     from bulwark_vpn.dataplane.apply import apply_device
     from bulwark_vpn.dataplane.runner import Runner
 
+    interface = _parsed_interface(interface)
     with ctx.open_store(read_only=True) as store:
         settings = store.settings()
         iface = _interface(store, interface)
