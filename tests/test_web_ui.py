@@ -11,6 +11,7 @@ BULWARK_SCREENSHOTS=DIR they are also written to DIR (`make screenshots` writes 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -282,6 +283,94 @@ def test_a_share_link_shows_the_config_and_qr_code_once_then_is_refused(site: Si
     refused.wait_for()
     assert "not valid" in refused.inner_text()
     assert again.locator("#share-config").count() == 0
+    assert problems.lines == []
+
+
+# -- what an admin changes ------------------------------------------------------------------------------------
+
+def test_an_admin_changes_peers_users_tokens_and_settings_with_the_keyboard_and_the_audit_log_shows_it(
+        site: Site) -> None:
+    problems = browser.PageProblems()
+    page = site.page(problems=problems)
+    # Sign in with the keyboard alone: the user name field has the focus, Tab moves on, Enter submits.
+    page.goto(f"{BASE}/sign-in")
+    page.keyboard.type("boss")
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    page.get_by_role("heading", name="Dashboard").wait_for()
+    # Several peers at once, then one edited: keepalive and expiry; emptied allowed IPs go back to the default.
+    add_peers(page, "ops-a, ops-b ops-c")
+    page.get_by_text("Added 3 peers").wait_for()
+    page.goto(f"{BASE}/peers/ops-a")
+    page.get_by_label("Keepalive (seconds)").fill("25")
+    page.get_by_label("Expires", exact=True).fill("30d")
+    page.get_by_role("button", name="Save changes").click()
+    page.get_by_text("25 s").wait_for()
+    listed = json.loads(site.lab.bulwark("peer", "list", "--json").stdout)["peers"]
+    changed = next(p for p in listed if p["name"] == "ops-a")
+    assert changed["keepalive"] == 25 and changed["expires_at"] > time.time() + 29 * 86400
+    # Disable from the table's switch; the device drops it (the gateway applies it live).
+    page.goto(f"{BASE}/peers?q=ops-")
+    switch = page.get_by_role("switch", name="ops-b enabled")
+    assert switch.get_attribute("aria-checked") == "true"
+    switch.focus()
+    page.keyboard.press("Enter")
+    page.get_by_role("switch", name="ops-b enabled").and_(page.locator("[aria-checked=false]")).wait_for()
+    key = next(p for p in listed if p["name"] == "ops-b")["public_key"]
+    assert key not in site.lab.device_peers() and changed["public_key"] in site.lab.device_peers()
+    # Delete asks first: Escape keeps the peer, the dialog's Delete removes it.
+    page.get_by_role("button", name="Delete ops-c").click()
+    dialog = page.get_by_role("dialog", name="Delete ops-c?")
+    dialog.wait_for()
+    page.keyboard.press("Escape")
+    dialog.wait_for(state="hidden")
+    assert page.get_by_role("link", name="ops-c", exact=True).count() == 1
+    page.get_by_role("button", name="Delete ops-c").click()
+    dialog.get_by_role("button", name="Delete").click()
+    page.get_by_role("link", name="ops-c", exact=True).wait_for(state="detached")
+    assert "ops-c" not in site.lab.bulwark("peer", "list").stdout
+    # A user's role stays, their limit and required 2FA change.
+    page.goto(f"{BASE}/users")
+    page.get_by_label("User name").fill("dave")
+    page.get_by_role("button", name="Add user").click()
+    page.get_by_label("Setup link for dave").wait_for()
+    page.get_by_role("button", name="Change dave").click()
+    form = page.get_by_role("form", name="Change dave")
+    form.get_by_label("Peer limit").fill("4")
+    form.get_by_label("Require two-factor sign-in").check()
+    form.get_by_role("button", name="Save").click()
+    row = page.get_by_role("row").filter(has=page.get_by_role("rowheader", name="dave", exact=True))
+    row.get_by_text("required, not set up").wait_for()
+    assert "4" in row.get_by_role("cell").nth(2).inner_text()
+    # A token: shown once, then listed with its prefix, then revoked.
+    page.goto(f"{BASE}/tokens")
+    page.get_by_label("Name", exact=True).fill("deploy")
+    page.get_by_label("peers:write: add, change and remove peers").check()
+    page.get_by_role("button", name="Create token").click()
+    token = page.get_by_label("Token deploy").input_value()
+    assert token.startswith("bwk_")
+    revoke = page.get_by_role("button", name=f"Revoke deploy ({token[:8]}…)")
+    revoke.click()
+    page.get_by_role("dialog").get_by_role("button", name="Revoke").click()
+    page.get_by_role("row").filter(has_text=token[:8]).get_by_text("revoked").wait_for()
+    # A safe setting.
+    page.goto(f"{BASE}/settings")
+    page.get_by_label("audit_retention_days").fill("45")
+    page.get_by_role("button", name="Save settings").click()
+    page.get_by_text("Saved: audit_retention_days").wait_for()
+    assert page.get_by_label("audit_retention_days").input_value() == "45"
+    # The audit log, filtered by peer, then by user.
+    page.goto(f"{BASE}/audit")
+    page.get_by_label("Peer").fill("ops-c")
+    page.get_by_role("button", name="Filter").click()
+    page.get_by_text("peer.remove").wait_for()
+    operations = page.locator("table tbody td:nth-child(5)").all_inner_texts()
+    assert set(operations) == {"peer.add", "peer.remove"}
+    page.get_by_label("Peer").fill("")
+    page.get_by_label("User").fill("boss")
+    page.get_by_role("button", name="Filter").click()
+    page.get_by_text("settings.update").wait_for()
     assert problems.lines == []
 
 

@@ -68,7 +68,7 @@ function showReport(box, report) {
   checks.forEach((c) => {
     counts[c.status] = (counts[c.status] || 0) + 1;
   });
-  const verdict = report.failed ? "Problems found" : "All checks passed";
+  const verdict = report.failed ? "Problems found" : counts.warn ? "No check failed" : "All checks passed";
   replace(box,
     h("p", { class: report.failed ? "alert" : "note", id: "doctor-verdict" },
       `${verdict}: ${["fail", "warn", "ok", "skip"].filter((s) => counts[s]).map((s) => `${counts[s]} ${s}`).join(", ")}`,
