@@ -396,18 +396,35 @@ def test_a_throttled_sign_in_says_how_long_to_wait(site: Site) -> None:
 
 # -- every page: accessibility, screenshots -------------------------------------------------------------------
 
-PAGES = [
-    ("sign-in", "/sign-in", None, "Sign in to Bulwark"),
-    ("dashboard", "/", "boss", "Dashboard"),
-    ("peers", "/peers", "boss", "Peers"),
-    ("peer", "/peers/shared", "boss", "shared"),
-    ("users", "/users", "boss", "Users"),
-    ("tokens", "/tokens", "boss", "API tokens"),
-    ("audit", "/audit", "boss", "Audit log"),
-    ("settings", "/settings", "boss", "Settings"),
-    ("account", "/account", "boss", "Account"),
-    ("share", "/share#not-a-real-token-but-long-enough-to-try", None, "Shared WireGuard config"),
-    ("setup", "/setup#not-a-real-token-but-long-enough-to-try", None, "Choose a password"),
+def _share_link(site: Site) -> str:
+    """A fresh share link for the 'shared' peer, made with the CLI, opened on this browser's address."""
+    url = site.lab.bulwark("peer", "share", "shared", "--expires", "1h").stdout.strip()
+    return "/share#" + url.split("#", 1)[1]
+
+
+def _show_qr(page: Any) -> None:
+    page.get_by_role("button", name="Show QR code").click()
+    page.wait_for_function("() => document.querySelector('#peer-qr-image')?.naturalWidth > 0")
+
+
+def _redeem(page: Any) -> None:
+    page.get_by_role("button", name="Show my config").click()
+    page.locator("#share-config").wait_for()
+
+
+# (file name, path (or a function of the site making one), who signs in, the page's heading, what to do there)
+PAGES: list[tuple[str, Any, str | None, str, Any]] = [
+    ("sign-in", "/sign-in", None, "Sign in to Bulwark", None),
+    ("dashboard", "/", "boss", "Dashboard", None),
+    ("peers", "/peers", "boss", "Peers", None),
+    ("peer", "/peers/shared", "boss", "shared", _show_qr),
+    ("users", "/users", "boss", "Users", None),
+    ("tokens", "/tokens", "boss", "API tokens", None),
+    ("audit", "/audit", "boss", "Audit log", None),
+    ("settings", "/settings", "boss", "Settings", None),
+    ("account", "/account", "boss", "Account", None),
+    ("share", _share_link, None, "Shared WireGuard config", _redeem),
+    ("setup", "/setup#not-a-real-token-but-long-enough-to-try", None, "Choose a password", None),
 ]
 
 
@@ -415,7 +432,7 @@ def test_every_page_in_light_and_dark_on_desktop_and_phone_has_no_serious_access
         site: Site, tmp_path: Path) -> None:
     out = Path(os.environ.get("BULWARK_SCREENSHOTS") or tmp_path)
     out.mkdir(parents=True, exist_ok=True)
-    # Something to show: a few peers, one with a share link, a token, the doctor's results.
+    # Something to show: a few peers, a token, the doctor's results.
     seed = site.page()
     sign_in(seed, "boss")
     add_peers(seed, "alice-laptop bob-phone ci-runner")
@@ -433,13 +450,15 @@ def test_every_page_in_light_and_dark_on_desktop_and_phone_has_no_serious_access
         for size, viewport in (("desktop", browser.DESKTOP), ("phone", browser.PHONE)):
             page = site.page(viewport=viewport, scheme=scheme, problems=problems)
             signed_in = False
-            for name, path, user, title in PAGES:
+            for name, path, user, title, then in PAGES:
                 if user and not signed_in:
                     sign_in(page, user)
                     signed_in = True
-                page.goto(f"{BASE}{path}")
+                page.goto(BASE + (path(site) if callable(path) else path))
                 page.get_by_role("heading", name=title, exact=True).first.wait_for()
                 page.wait_for_load_state("networkidle")
+                if then is not None:
+                    then(page)
                 violations = browser.axe_violations(page)
                 if violations:
                     found[f"{name} {scheme} {size}"] = violations

@@ -73,7 +73,7 @@ function showReport(box, report) {
     h("p", { class: report.failed ? "alert" : "note", id: "doctor-verdict" },
       `${verdict}: ${["fail", "warn", "ok", "skip"].filter((s) => counts[s]).map((s) => `${counts[s]} ${s}`).join(", ")}`,
       report.at ? h("span", { class: "muted" }, ` (run ${moment(report.at)})`) : null),
-    h("ul", { class: "checks" }, checks.map((c) => h("li", { class: ["check", c.status] },
+    h("ul", { class: "checks" }, checks.map((c) => h("li", { class: ["check-item", c.status] },
       h("p", {}, h("span", { class: ["badge", c.status === "ok" ? "on" : c.status === "fail" ? "bad" : c.status === "warn" ? "warn" : "off"] }, c.status),
         " ", h("strong", {}, c.name)),
       h("p", { class: "evidence" }, c.evidence),
