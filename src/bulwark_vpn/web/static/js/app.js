@@ -145,6 +145,13 @@ export async function route() {
     return route();
   }
   drawNav();
+  if (routeInfo.access === "admin" && app.session.role !== "admin") {
+    // The API refuses it anyway (403); say so plainly instead of showing its error.
+    document.title = "Admins only · Bulwark";
+    replace(target, h("h1", {}, "Admins only"), h("p", {}, "This page is for the gateway's admins."),
+      h("p", {}, h("a", { href: "/peers" }, "Back to your peers")));
+    return;
+  }
   const notice = app.notice;
   app.notice = null;
   const ctx = {

@@ -59,7 +59,8 @@ export async function auditPage(ctx) {
       h("td", { "data-label": "Detail" }, e.detail || ""))));
     if (!page.entries.length) tbody.append(h("tr", {}, h("td", { colspan: "8", class: "empty" }, "No entries.")));
     const first = page.total ? view.offset + 1 : 0;
-    summary.textContent = `${first}–${view.offset + page.entries.length} of ${page.total} entries, newest first`;
+    const about = [view.user && `user ${view.user}`, view.peer && `peer ${view.peer}`].filter(Boolean).join(" and ");
+    summary.textContent = `${first}–${view.offset + page.entries.length} of ${page.total} entries${about ? ` for ${about}` : ""}, newest first`;
     replace(pager,
       h("button", { type: "button", class: "secondary", disabled: view.offset === 0, onclick: () => update({ offset: Math.max(0, view.offset - LIMIT) }) }, "Newer"),
       h("button", { type: "button", class: "secondary", disabled: view.offset + LIMIT >= page.total, onclick: () => update({ offset: view.offset + LIMIT }) }, "Older"));

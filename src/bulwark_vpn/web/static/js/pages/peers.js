@@ -215,11 +215,11 @@ function addForm(ctx, admin, reload) {
     const result = await api.post("/peers", body);
     names.value = "";
     const added = result.peers.map((p) => p.name);
+    await reload(); // the table first, then the message that points at it
     say(message, null);
     message.append(h("p", { class: "note", role: "status" }, `Added ${added.length === 1 ? "" : `${added.length} peers: `}`,
       added.map((name, i) => [i ? ", " : "", h("a", { href: `/peers/${encodeURIComponent(name)}` }, name)]),
       added.length === 1 ? ": open it for its QR code and config." : "."));
-    await reload();
   }));
   return form;
 }
