@@ -242,6 +242,18 @@ def test_a_user_set_up_by_link_sees_only_their_own_peers_and_another_peer_is_not
     # The admin sees carol's peers among all.
     admin.goto(f"{BASE}/peers?q=carol")
     admin.get_by_text("1–2 of 2 peers matching 'carol'").wait_for()
+    # Carol changes her password: every session of hers ends, the new password works, the old one not.
+    carol.goto(f"{BASE}/account")
+    carol.get_by_label("Current password").fill(PASSWORD)
+    carol.get_by_label("New password", exact=True).fill(PASSWORD + " and more")
+    carol.get_by_label("New password again").fill(PASSWORD + " and more")
+    carol.get_by_role("button", name="Change password").click()
+    carol.get_by_text("Password changed: sign in with the new one.").wait_for()
+    carol.get_by_label("User name").fill("carol")
+    carol.get_by_label("Password").fill(PASSWORD)
+    carol.get_by_role("button", name="Sign in").click()
+    carol.get_by_text("Wrong user name or password.").wait_for()
+    sign_in(carol, "carol", PASSWORD + " and more")
     assert problems.lines == []
 
 
