@@ -113,7 +113,8 @@ def _strip_dns(config: str) -> str:
 
 # -- the main path --------------------------------------------------------------------------------------------
 
-def test_admin_enrols_totp_adds_a_peer_scans_its_qr_code_connects_and_sees_it_online(site: Site, tmp_path: Path):
+def test_admin_enrols_totp_adds_a_peer_scans_its_qr_code_connects_and_sees_it_online(site: Site,
+                                                                                    tmp_path: Path) -> None:
     problems = browser.PageProblems()
     page = site.page(problems=problems)
     sign_in(page, "ops")
