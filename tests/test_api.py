@@ -320,3 +320,44 @@ def test_no_secret_reaches_a_log_line(gw: Gateway, caplog) -> None:
     text = "\n".join(r.getMessage() for r in caplog.records)
     for secret in (PASSWORD, token, private, boss.cookies.get("bulwark_session") or "x" * 40, csrf["X-CSRF-Token"]):
         assert secret not in text
+
+
+def test_status_lists_only_the_named_peers_and_counts_what_the_caller_may_see(gw: Gateway) -> None:
+    boss, csrf = gw.signed_in("boss")
+    assert boss.post("/api/v1/peers", json={"names": ["p1", "p2", "p3"]}, headers=csrf).status_code == 201
+    alice, alice_csrf = gw.signed_in("alice")
+    assert alice.post("/api/v1/peers", json={"names": ["alice-phone"]}, headers=alice_csrf).status_code == 201
+    everything = boss.get("/api/v1/status").json()
+    assert len(everything["peers"]) == everything["peers_total"] == 5 and everything["peers_online"] == 0
+    page = boss.get("/api/v1/status", params={"name": ["p3", "shared", "nosuchpeer"]}).json()
+    assert [p["name"] for p in page["peers"]] == ["p3", "shared"] and page["peers_total"] == 5
+    summary = boss.get("/api/v1/status", params={"summary": "true"}).json()
+    assert summary["peers"] == [] and summary["peers_total"] == 5
+    assert summary["interface"] == everything["interface"] and summary["up"] is False
+    # A user: their own peers only, in the list and in the counts; another user's name is simply absent.
+    own = alice.get("/api/v1/status").json()
+    assert [p["name"] for p in own["peers"]] == ["alice-phone"] and own["peers_total"] == 1
+    assert alice.get("/api/v1/status", params={"name": ["shared", "p1"]}).json()["peers"] == []
+    assert [p["name"] for p in alice.get("/api/v1/status", params={"name": "alice-phone"}).json()["peers"]] == [
+        "alice-phone"]
+    _is_error(boss.get("/api/v1/status", params={"name": "bad name\n"}), 422, "invalid_value")
+
+
+def test_the_listening_sockets_turn_nagle_off() -> None:
+    """asyncio sets TCP_NODELAY only on sockets whose proto says TCP; without it a kept-alive connection (a
+    browser's) waited 40 ms for the delayed ACK on every response (bench/web.py showed 44 ms per static file)."""
+    import socket
+
+    from bulwark_vpn.web.server import Listen, _socket
+
+    sock = _socket(Listen("127.0.0.1", 0))
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        sock.settimeout(5)
+        client = socket.create_connection(sock.getsockname()[:2], timeout=5)
+        accepted, _ = sock.accept()
+        with client, accepted:
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        sock.close()

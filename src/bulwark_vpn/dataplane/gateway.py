@@ -21,7 +21,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -718,6 +718,9 @@ class GatewayStatus:
     exposure: ExposureStatus
     # The one interface tunnel traffic is masqueraded out of; None = every interface but the tunnel.
     egress_interface: str | None
+    # Counted over every peer of the gateway, whichever `peers` lists (see gateway_status's `names`).
+    peers_total: int = 0
+    peers_online: int = 0
 
     def to_dict(self) -> dict:
         """What `status --json` prints and the API returns; fields are only ever added."""
@@ -725,11 +728,14 @@ class GatewayStatus:
 
 
 def gateway_status(store: Store, run_dir: Path, iface: str | None = None, runner: Runner | None = None,
-                   now: float | None = None) -> GatewayStatus:
-    """The interface and every peer's endpoint, handshake and transfer; public keys only."""
+                   now: float | None = None, names: Collection[str] | None = None) -> GatewayStatus:
+    """The interface and every peer's endpoint, handshake and transfer; public keys only.
+
+    With `names`, only those peers are listed (unknown names are left out), so a page of 50 peers on a
+    10,000-peer gateway reads 50 peers from the store instead of all; the counts still cover every peer."""
     runner = runner or Runner()
     settings = store.settings()
-    peers = store.peers()
+    peers = store.peers() if names is None else [store.peer(n) for n in dict.fromkeys(names) if store.has_peer(n)]
     key = store.require_server_key()
     name = iface or settings.interface
     state = RuntimeState.load(run_dir, name)
@@ -747,6 +753,9 @@ def gateway_status(store: Store, run_dir: Path, iface: str | None = None, runner
             rx_bytes=seen.rx_bytes if seen else 0, tx_bytes=seen.tx_bytes if seen else 0,
             online=bool(handshake) and moment - handshake < ONLINE_WINDOW,
         ))
+    # The device holds exactly the store's enabled peers (apply removes any other), so its recent handshakes
+    # are the online count without reading every peer from the store.
+    online = sum(1 for p in live.values() if p.latest_handshake and moment - p.latest_handshake < ONLINE_WINDOW)
     return GatewayStatus(
         interface=name, up=device is not None,
         backend=state.backend if state is not None and device is not None else None,
@@ -757,4 +766,6 @@ def gateway_status(store: Store, run_dir: Path, iface: str | None = None, runner
         peers=rows,
         exposure=ExposureStatus.of(settings),
         egress_interface=settings.egress_interface,
+        peers_total=len(rows) if names is None else store.peer_count(),
+        peers_online=online,
     )

@@ -24,7 +24,7 @@ from bulwark_vpn.service.context import Context
 from bulwark_vpn.service.files import heal, locked, mutate
 from bulwark_vpn.service.provision import init_from_sources, require_store_or_input
 from bulwark_vpn.store import Store
-from bulwark_vpn.values import parse_interface_name
+from bulwark_vpn.values import parse_interface_name, parse_peer_name
 
 log = logging.getLogger("bulwark_vpn")
 
@@ -214,15 +214,28 @@ def down(ctx: Context, *, interface: object = None) -> DownResult:
     return DownResult(iface, gateway.stop_gateway(ctx.run_dir, iface))
 
 
-def status(ctx: Context, *, interface: object = None):
-    """The live interface and its peers (names from the store, counters from the device)."""
+def status(ctx: Context, *, interface: object = None, names: Iterable[object] | None = None):
+    """The live interface and its peers (names from the store, counters from the device). With `names`, only
+    those peers are listed (a page of a long list; unknown names are left out), the counts cover all."""
+    from dataclasses import replace
+
     from bulwark_vpn.dataplane import gateway
 
     interface = _parsed_interface(interface)
+    wanted = None if names is None else [parse_peer_name(n) for n in names]
+    ctx.actor.require("read")
     with ctx.open_store(read_only=True) as store:
         iface = _interface(store, interface)
         check_same_gateway(ctx, store, iface)
-        return gateway.gateway_status(store, ctx.run_dir, iface)
+        owner = ctx.actor.owner_filter()
+        if owner is None:
+            return gateway.gateway_status(store, ctx.run_dir, iface, names=wanted)
+        # A user: their own peers only, and the counts of their own.
+        owned = list(store.iter_owned(owner))
+        report = gateway.gateway_status(store, ctx.run_dir, iface, names=owned)
+        shown = report.peers if wanted is None else [p for p in report.peers if p.name in set(wanted)]
+        return replace(report, peers=shown, peers_total=len(owned),
+                       peers_online=sum(1 for p in report.peers if p.online))
 
 
 def apply_now(ctx: Context, *, dry_run: bool = False, interface: object = None) -> ApplyResult:

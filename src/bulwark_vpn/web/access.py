@@ -125,14 +125,17 @@ def _loopback(request: Request) -> bool:
         return False
 
 
-def enforce(rule: str) -> Callable[[Request], Caller]:
+def enforce(rule: str) -> Callable[[Request], Caller | None]:
     """The dependency that lets a request through `rule` or raises the error that says why not."""
 
-    def dependency(request: Request) -> Caller:
+    def dependency(request: Request) -> Caller | None:
+        if rule == "anonymous":
+            # Resolved when the route asks for it (caller_of): the pages' shell and static files never do, so
+            # they open no store and read no session.
+            request.state.caller = None
+            return None
         caller = resolve_caller(request)
         request.state.caller = caller
-        if rule == "anonymous":
-            return caller
         if rule == "metrics" and caller.actor is None and _loopback(request):
             return caller
         actor = caller.actor
@@ -182,7 +185,9 @@ class Routes:
 
 def caller_of(request: Request) -> Caller:
     """The caller `enforce` resolved for this request (use as a dependency in the route's parameters)."""
-    caller: Caller = request.state.caller
+    caller: Caller | None = request.state.caller
+    if caller is None:  # an anonymous route: resolved now, once
+        caller = request.state.caller = resolve_caller(request)
     return caller
 
 

@@ -259,14 +259,12 @@ def redeem_share(body: s.RedeemBody, caller: CallerDep) -> dict[str, Any]:
 # -- the gateway ----------------------------------------------------------------------------------------------
 
 @api.add("GET", "/status", "read", response_model=s.StatusOut, responses=ERRORS, tags=["gateway"])
-def status(caller: CallerDep) -> dict[str, Any]:
-    """The interface and its peers' handshakes and traffic (a user sees their own peers only)."""
-    report = service.status(caller.ctx).to_dict()
-    actor = caller.actor
-    if actor is not None and not actor.sees_all:
-        owned = {p.name for p in service.list_peers(caller.ctx).peers}
-        report["peers"] = [p for p in report["peers"] if p["name"] in owned]
-    return report
+def status(caller: CallerDep, name: Annotated[list[str] | None, Query(max_length=1000)] = None,
+           summary: bool = False) -> dict[str, Any]:
+    """The interface and its peers' handshakes and traffic (a user sees their own peers only). `name` (repeated)
+    lists only those peers, e.g. the page of a list; `summary=true` lists none. `peers_total` and `peers_online`
+    always count every peer the caller may see."""
+    return service.status(caller.ctx, names=[] if summary else name).to_dict()
 
 
 @api.add("GET", "/doctor", "admin", response_model=s.DoctorOut, responses=ERRORS, tags=["gateway"])

@@ -82,10 +82,12 @@ def default_listen(ctx: Context) -> tuple[Listen, ...]:
 
 def _socket(listen: Listen) -> socket.socket:
     family = socket.AF_INET6 if ":" in listen.address else socket.AF_INET
-    # IPPROTO_TCP spelled out: asyncio turns Nagle off (TCP_NODELAY) only on connections whose socket says so, and a
-    # keep-alive response sent in two writes would otherwise wait 40 ms for a delayed ACK.
+    # IPPROTO_TCP named, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose proto says TCP, and
+    # with Nagle on, a response written in two pieces waits for the client's delayed ACK: 40 ms per request on a
+    # kept-alive connection, as a browser's are. TCP_NODELAY is set here too; accepted sockets inherit it.
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         # The tunnel address exists only while the gateway is up: bind to it anyway.
         sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
