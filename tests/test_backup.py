@@ -127,6 +127,7 @@ def _age_decrypt(path: Path, passphrase: str, out: Path) -> None:
     assert os.waitstatus_to_exitcode(status) == 0, seen.decode(errors="replace")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("age") is None, reason="Debian's age is not installed (make test installs it)")
 def test_an_encrypted_backup_opens_with_debians_age_and_restores_with_the_passphrase(tmp_path):
     config = tmp_path / "c"
@@ -346,6 +347,7 @@ def test_a_crash_before_the_rename_leaves_nothing_the_next_command_keeps(tmp_pat
     assert not leftover.exists()
 
 
+@pytest.mark.slow
 def test_a_restore_renders_more_peer_folders_than_the_process_may_hold_descriptors(tmp_path):
     """65,000 peer folders are more than a process may open at once: folders are opened one at a time."""
     import resource

@@ -88,6 +88,7 @@ def test_ipv6_server_url_is_bracketed_and_dual_stack(tmp_path):
     assert [str(a) for a in server.interface.addresses] == ["10.13.13.1/24", "fd13:13:13::1/64"]
 
 
+@pytest.mark.slow
 def test_300_peers_in_a_slash_16_get_distinct_addresses(tmp_path):
     config = tmp_path / "c"
     bulwark("init", "--config-dir", str(config), "--server-url", "vpn.example.com",
