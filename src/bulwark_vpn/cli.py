@@ -378,11 +378,13 @@ def down(config_dir, interface, as_json) -> None:
 @_config_dir_option
 @click.option("--interface", help="Interface [the store's].")
 @_json_option
-def status(config_dir, interface, as_json) -> None:
-    """Show the interface and each peer's endpoint, handshake and transfer. Exit 1 when down."""
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+def status(config_dir, interface, as_json, names) -> None:
+    """Show the interface and each peer's endpoint, handshake and transfer (only the NAMEd peers if given).
+    Exit 1 when down."""
     from bulwark_vpn import service
 
-    report = service.status(_context(config_dir), interface=interface)
+    report = service.status(_context(config_dir), interface=interface, names=names or None, require_names=True)
     if as_json:
         _echo_json(report.to_dict())
     else:

@@ -214,9 +214,21 @@ def down(ctx: Context, *, interface: object = None) -> DownResult:
     return DownResult(iface, gateway.stop_gateway(ctx.run_dir, iface))
 
 
-def status(ctx: Context, *, interface: object = None, names: Iterable[object] | None = None):
+def status(ctx: Context, *, interface: object = None, names: Iterable[object] | None = None,
+           require_names: bool = False):
     """The live interface and its peers (names from the store, counters from the device). With `names`, only
-    those peers are listed (a page of a long list; unknown names are left out), the counts cover all."""
+    those peers are listed (a page of a long list), the counts cover all; unknown names are left out, or with
+    `require_names` refused."""
+    report = _status(ctx, interface, names)
+    if require_names and names is not None:
+        listed = {p.name for p in report.peers}
+        missing = [name for name in (parse_peer_name(n) for n in names) if name not in listed]
+        if missing:
+            raise NotFoundError("no such peer", missing[0], "see 'bulwark peer list'", code=ErrorCode.NOT_FOUND)
+    return report
+
+
+def _status(ctx: Context, interface: object, names: Iterable[object] | None):
     from dataclasses import replace
 
     from bulwark_vpn.dataplane import gateway
