@@ -361,3 +361,21 @@ def test_the_listening_sockets_turn_nagle_off() -> None:
             assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
     finally:
         sock.close()
+
+
+def test_metrics_answer_loopback_and_metrics_tokens_only(gw: Gateway) -> None:
+    def peers_in(answer) -> set[str]:
+        assert answer.status_code == 200, answer.text
+        return set(re.findall(r'bulwark_peer_enabled\{[^}]*peer="([^"]+)"', answer.text))
+
+    # From this host's loopback, no token: every peer.
+    loopback = TestClient(gw.app, base_url="http://testserver", client=("127.0.0.1", 40000))
+    assert peers_in(loopback.get("/metrics")) == {"shared"}
+    # An admin's token with the metrics scope alone, or an admin token: every peer.
+    assert peers_in(gw.client().get("/metrics", headers=gw.token("metrics"))) == {"shared"}
+    assert peers_in(gw.client().get("/metrics", headers=gw.token("admin"))) == {"shared"}
+    # A read token is not a metrics token; from anywhere else, no token is refused.
+    _is_error(gw.client().get("/metrics", headers=gw.token("read")), 403, "forbidden")
+    _is_error(gw.client().get("/metrics"), 401, "unauthenticated")
+    # The loopback actor reads metrics and nothing else.
+    _is_error(loopback.get("/api/v1/status"), 401, "unauthenticated")
