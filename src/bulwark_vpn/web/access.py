@@ -138,9 +138,9 @@ def enforce(rule: str) -> Callable[[Request], Caller | None]:
         request.state.caller = caller
         if rule == "metrics" and caller.actor is None and _loopback(request):
             # This host's loopback reads the metrics without a token: as an actor that may do only that.
-            actor = Actor("loopback", "-", role="admin", scopes=frozenset({"metrics"}), via="api",
-                          address=caller.address)
-            caller = request.state.caller = Caller(caller.ctx.as_actor(actor), actor)
+            reader = Actor("loopback", "-", role="admin", scopes=frozenset({"metrics"}), via="api",
+                           address=caller.address)
+            caller = request.state.caller = Caller(caller.ctx.as_actor(reader), reader)
             return caller
         actor = caller.actor
         if actor is None:
