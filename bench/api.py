@@ -35,7 +35,8 @@ PASSWORD = "correct horse battery staple"  # noqa: S105 - a throwaway account of
 
 LOAD = r"""
 import http.client, json, statistics, sys, threading, time
-path_kind, method, clients, seconds, token = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+path_kind, method, clients, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+token = sys.stdin.readline().strip()  # never in argv
 latencies, errors, counter, statuses = [], [], [0], {}
 lock = threading.Lock()
 stop = time.monotonic() + seconds
@@ -148,8 +149,8 @@ def main() -> int:
         met = True
         for label, kind, method, goal in rows:
             for clients in (1, 50):
-                out = ns.run([PY, "-c", LOAD, kind, method, str(clients), str(args.seconds), token],
-                             timeout=args.seconds * 4 + 120).stdout.decode()
+                out = ns.run([PY, "-c", LOAD, kind, method, str(clients), str(args.seconds)],
+                             input=(token + "\n").encode(), timeout=args.seconds * 4 + 120).stdout.decode()
                 result = json.loads(out.strip().splitlines()[-1])
                 rps = result["requests"] / result["wall"] if result["wall"] else 0
                 # The latency goals are read for one client; at 50 concurrent clients the goal is no error (the
