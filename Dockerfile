@@ -9,6 +9,7 @@ ARG DEBIAN_IMAGE=debian:bookworm-slim
 FROM ${DEBIAN_IMAGE} AS runtime
 # Versions are not pinned: Debian stable only ships security and point-release fixes, and its
 # mirrors drop superseded versions, so exact pins would break rebuilds. Pin the base image instead.
+# netbase gives nft the protocol names of the firewall rules (/etc/protocols: ipv6-icmp).
 # Left out of the layer: apt's cache, lists and logs, dpkg's and debconf's backup copies, and the
 # parts of Python that only serve Python developers (the test-suite helpers and test modules,
 # unittest and doctest, offline help pages, the pure-Python decimal fallback
@@ -19,6 +20,7 @@ RUN apt-get update \
         ca-certificates \
         iproute2 \
         iputils-ping \
+        netbase \
         nftables \
         procps \
         python3 \
