@@ -9,7 +9,8 @@ ARG DEBIAN_IMAGE=debian:bookworm-slim
 FROM ${DEBIAN_IMAGE} AS runtime
 # Versions are not pinned: Debian stable only ships security and point-release fixes, and its
 # mirrors drop superseded versions, so exact pins would break rebuilds. Pin the base image instead.
-# netbase gives nft the protocol names of the firewall rules (/etc/protocols: ipv6-icmp).
+# netbase gives nft the protocol names of the firewall rules (/etc/protocols: ipv6-icmp); curl asks the
+# API from a shell in the container (`docker exec bulwark curl -s 127.0.0.1:8080/api/v1/health`).
 # Left out of the layer: apt's cache, lists and logs, dpkg's and debconf's backup copies, and the
 # parts of Python that only serve Python developers (the test-suite helpers and test modules,
 # unittest and doctest, offline help pages, the pure-Python decimal fallback
@@ -18,6 +19,7 @@ FROM ${DEBIAN_IMAGE} AS runtime
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         ca-certificates \
+        curl \
         iproute2 \
         iputils-ping \
         netbase \

@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # netbase: /etc/protocols, where nft reads the protocol names of the firewall rules (ipv6-icmp).
 APT_RUN := wireguard-tools wireguard-go nftables netbase iproute2 procps qrencode
-APT_TEST := $(APT_RUN) iptables iputils-ping dnsutils cloud-init systemd ca-certificates
+APT_TEST := $(APT_RUN) iptables iputils-ping dnsutils cloud-init systemd ca-certificates curl
 # The container tests: podman with runc (crun refuses hybrid cgroups), catatonit for kube play's pause
 # image, podman-compose, and mmdebstrap for the local Debian base image (no image registry is needed).
 APT_CONTAINER := podman runc conmon catatonit containernetworking-plugins podman-compose mmdebstrap
@@ -22,7 +22,7 @@ deps-run:
 	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends $(APT_RUN))
 
 deps-test:
-	@missing=""; for b in wg wireguard-go nft iptables ping dig cloud-init ip systemd-analyze qrencode \
+	@missing=""; for b in wg wireguard-go nft iptables ping dig cloud-init ip systemd-analyze qrencode curl \
 	  podman runc conmon catatonit podman-compose mmdebstrap; do \
 	  command -v $$b >/dev/null || missing=1; done; \
 	  [ -x /usr/lib/cni/bridge ] && [ -f /etc/protocols ] || missing=1; \
