@@ -428,7 +428,11 @@ def _exec_form(args: str) -> list[str]:
 
 
 def parse_dockerfile(text: str) -> Stage:
-    """The final stage of a Dockerfile: ENV (expanded as Docker does), ENTRYPOINT, CMD, apt packages, COPYs."""
+    """The final stage of a Dockerfile: ENV (expanded as Docker does), ENTRYPOINT, CMD, apt packages, COPYs.
+
+    `FROM scratch` starts with no environment; `COPY --from=STAGE / /` brings that stage's whole file system
+    (its packages and its own COPYs) into the stage.
+    """
     stages: dict[str, Stage] = {}
     current = Stage()
     for keyword, args in _instructions(text):
@@ -436,7 +440,7 @@ def parse_dockerfile(text: str) -> Stage:
             words = args.split()
             base = stages.get(words[0])
             current = Stage(dict(base.env), list(base.entrypoint), list(base.cmd), list(base.apt_packages),
-                            list(base.copied)) if base else Stage()
+                            list(base.copied)) if base else Stage(env={}) if words[0] == "scratch" else Stage()
             if len(words) == 3 and words[1].upper() == "AS":
                 stages[words[2]] = current
         elif keyword == "ENV":
@@ -452,7 +456,11 @@ def parse_dockerfile(text: str) -> Stage:
                 current.apt_packages += [w for w in group.split() if not w.startswith("-")]
         elif keyword == "COPY" and args.startswith("--from="):
             source_stage, source, destination = args.removeprefix("--from=").split()
-            current.copied.append((source_stage, source, destination))
+            if (source, destination) == ("/", "/"):
+                current.apt_packages += stages[source_stage].apt_packages
+                current.copied += stages[source_stage].copied
+            else:
+                current.copied.append((source_stage, source, destination))
     return current
 
 

@@ -613,6 +613,10 @@ def _exposure_probes(ctx: ServerContext) -> list[tuple[str, bool, str, fwrules.P
                 probes.append((f"DNS from {net}", True, "input",
                                fwrules.Packet(net.version, iif=outside, saddr=net.network_address, daddr=address,
                                               proto="udp", dport=53)))
+    if settings.serve:
+        probes.append(("the API from outside the tunnel", False, "input",
+                       fwrules.Packet(4, iif=outside, saddr=ipaddress.ip_address("192.0.2.99"), daddr=server,
+                                      proto="tcp", dport=settings.api_port)))
     return probes
 
 
