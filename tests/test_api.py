@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -26,13 +27,16 @@ OTHER = "another long passphrase 42"
 class Gateway:
     """A provisioned folder, its app, and helpers to sign in as its users."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, template: Path | None = None) -> None:
         self.config = root / "c"
         self.ctx = service.Context(self.config, run_dir=TEST_RUN_DIR)
-        service.init_from_sources(self.ctx, flags={"server_url": "vpn.example.com"}, peers="shared")
-        accounts.add_user(self.ctx, accounts.AddUserRequest.parse("boss", role="admin", password=PASSWORD))
-        accounts.add_user(self.ctx, accounts.AddUserRequest.parse("alice", password=PASSWORD, peer_limit=3))
-        accounts.add_user(self.ctx, accounts.AddUserRequest.parse("bob", password=OTHER))
+        if template is not None:  # a copy of a folder made as below (three password hashes cost seconds)
+            shutil.copytree(template, self.config, symlinks=True)
+        else:
+            service.init_from_sources(self.ctx, flags={"server_url": "vpn.example.com"}, peers="shared")
+            accounts.add_user(self.ctx, accounts.AddUserRequest.parse("boss", role="admin", password=PASSWORD))
+            accounts.add_user(self.ctx, accounts.AddUserRequest.parse("alice", password=PASSWORD, peer_limit=3))
+            accounts.add_user(self.ctx, accounts.AddUserRequest.parse("bob", password=OTHER))
         self.app = create_app(lambda: service.Context(self.config, run_dir=TEST_RUN_DIR))
 
     def client(self) -> TestClient:
@@ -52,9 +56,14 @@ class Gateway:
         return {"Authorization": f"Bearer {made.token.reveal()}"}
 
 
+@pytest.fixture(scope="module")
+def _template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return Gateway(tmp_path_factory.mktemp("template")).config
+
+
 @pytest.fixture
-def gw(tmp_path: Path) -> Gateway:
-    return Gateway(tmp_path)
+def gw(tmp_path: Path, _template: Path) -> Gateway:
+    return Gateway(tmp_path, _template)
 
 
 def _is_error(answer, status: int, code: str) -> None:
