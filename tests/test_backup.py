@@ -221,6 +221,7 @@ def _bad_files(tmp: Path, good: Path) -> dict[str, tuple[bytes, str]]:
     }
 
 
+@pytest.mark.slow
 def test_every_bad_backup_is_one_line_exit_2_and_changes_nothing(tmp_path):
     source, target = tmp_path / "src", tmp_path / "target"
     _init(source)

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.gwlab import Lab
 from tests.helpers import bulwark, clean_env, snapshot
 
@@ -39,6 +41,7 @@ def test_long_peer_names_keep_the_layout_and_get_a_file_name_wg_quick_accepts(la
     lab.bulwark("down")
 
 
+@pytest.mark.slow
 def test_a_store_held_by_another_writer_is_one_line_naming_it_after_a_bounded_wait(tmp_path: Path) -> None:
     config = tmp_path / "c"
     bulwark("init", "--config-dir", str(config), "--peers", "alice")
@@ -65,6 +68,7 @@ def test_a_store_held_by_another_writer_is_one_line_naming_it_after_a_bounded_wa
     bulwark("peer", "add", "bob", "--config-dir", str(config))
 
 
+@pytest.mark.slow
 def test_a_folder_held_by_another_command_is_one_line_naming_it(tmp_path: Path) -> None:
     config = tmp_path / "c"
     bulwark("init", "--config-dir", str(config), "--peers", "alice")
