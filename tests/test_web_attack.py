@@ -1,0 +1,60 @@
+"""What attacking the HTTP API and the web pages found: each test failed before its fix.
+
+- Behind a trusted proxy that adds its own X-Forwarded-For line after the client's (HAProxy's `option
+  forwardfor`), the client's forged first line was taken as its address: throttling and the audit log believed it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from bulwark_vpn import service
+from bulwark_vpn.web.app import WebConfig, create_app
+from tests.helpers import TEST_RUN_DIR
+from tests.test_api import PASSWORD, Gateway
+
+
+@pytest.fixture(scope="module")
+def _template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return Gateway(tmp_path_factory.mktemp("template")).config
+
+
+@pytest.fixture
+def gw(tmp_path: Path, _template: Path) -> Gateway:
+    return Gateway(tmp_path, _template)
+
+
+def _behind_proxy(gw: Gateway, proxy: str = "10.9.9.9") -> TestClient:
+    app = create_app(lambda: service.Context(gw.config, run_dir=TEST_RUN_DIR),
+                     WebConfig(trusted_proxies=(ipaddress.ip_network("10.9.9.0/24"),)))
+    return TestClient(app, base_url="http://testserver", client=(proxy, 40000))
+
+
+def _last_login_address(gw: Gateway) -> str:
+    boss, _ = gw.signed_in("boss")
+    entries = boss.get("/api/v1/audit", params={"user": "boss"}).json()["entries"]
+    logins = [e for e in entries if e["operation"] == "auth.login" and e["address"] != "testclient"]
+    return str(logins[0]["address"])
+
+
+def test_a_forged_forwarded_for_line_before_the_proxys_own_is_not_the_client(gw: Gateway) -> None:
+    client = _behind_proxy(gw)
+    headers = [("x-forwarded-for", "203.0.113.66"), ("x-forwarded-for", "198.51.100.7"),
+               ("x-forwarded-proto", "https"), ("x-forwarded-proto", "http")]
+    answer = client.post("/api/v1/session", json={"user": "boss", "password": PASSWORD}, headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert _last_login_address(gw) == "198.51.100.7"
+    assert "Secure" not in answer.headers["set-cookie"]  # the proxy said http, after the client's claim
+    # One line, as most proxies write it, still works; without a trusted proxy the headers are ignored.
+    client.post("/api/v1/session", json={"user": "boss", "password": PASSWORD},
+                headers={"x-forwarded-for": "203.0.113.66, 198.51.100.8"})
+    assert _last_login_address(gw) == "198.51.100.8"
+    direct = TestClient(gw.app, client=("192.0.2.10", 40000))
+    answer = direct.post("/api/v1/session", json={"user": "boss", "password": PASSWORD},
+                         headers={"x-forwarded-for": "198.51.100.9", "x-forwarded-proto": "https"})
+    assert "Secure" not in answer.headers["set-cookie"]
+    assert _last_login_address(gw) == "192.0.2.10"
