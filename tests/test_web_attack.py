@@ -2,6 +2,7 @@
 
 - Behind a trusted proxy that adds its own X-Forwarded-For line after the client's (HAProxy's `option
   forwardfor`), the client's forged first line was taken as its address: throttling and the audit log believed it.
+- A token with only the read scope could revoke its owner's other tokens (DELETE /tokens/{id} asked for "read").
 """
 
 from __future__ import annotations
@@ -58,3 +59,23 @@ def test_a_forged_forwarded_for_line_before_the_proxys_own_is_not_the_client(gw:
                          headers={"x-forwarded-for": "198.51.100.9", "x-forwarded-proto": "https"})
     assert "Secure" not in answer.headers["set-cookie"]
     assert _last_login_address(gw) == "192.0.2.10"
+
+
+def test_a_read_only_token_cannot_revoke_tokens(gw: Gateway) -> None:
+    import time
+
+    from bulwark_vpn.service import auth
+
+    deploy = auth.create_token(gw.ctx, auth.CreateTokenRequest.parse("deploy", scopes="peers:write",
+                                                                     now=time.time(), owner="alice"))
+    monitor = gw.token("read", user="alice")
+    client = gw.client()
+    answer = client.delete(f"/api/v1/tokens/{deploy.info.id}", headers=monitor)
+    assert answer.status_code == 403, answer.text
+    assert answer.json()["error"]["code"] == "forbidden"
+    assert not [t for t in auth.list_tokens(gw.ctx).tokens if t.id == deploy.info.id][0].revoked
+    # A signed-in person and a token that may change things still revoke.
+    writer = gw.token("peers:write", user="alice")
+    assert client.delete(f"/api/v1/tokens/{deploy.info.id}", headers=writer).status_code == 200
+    alice, csrf = gw.signed_in("alice")
+    assert alice.delete(f"/api/v1/tokens/{deploy.info.id}", headers=csrf).status_code == 200

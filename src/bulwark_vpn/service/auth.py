@@ -392,9 +392,12 @@ def list_tokens(ctx: Context) -> TokenList:
 
 
 def revoke_token(ctx: Context, token_id: object) -> TokenInfo:
+    """End a token: admins any, users their own (another's is "not found"); never with a read-only token."""
     from bulwark_vpn.values import parse_int
 
     wanted = parse_int(token_id, 1, 2**62, "token id", "see 'bulwark token list'")
+    # Revoking changes something: a read-only token (a dashboard's) may not end the owner's other tokens.
+    ctx.actor.require("peers:write")
     with audited(ctx, "token.revoke", str(wanted)), ctx.open_store() as store, store.transaction():
         token = store.token(wanted)
         if not ctx.actor.is_admin and token.owner != ctx.actor.name:
