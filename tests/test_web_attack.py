@@ -2,6 +2,8 @@
 
 - Behind a trusted proxy that adds its own X-Forwarded-For line after the client's (HAProxy's `option
   forwardfor`), the client's forged first line was taken as its address: throttling and the audit log believed it.
+- A sign-in attempt's user name, as typed by anyone, went raw into the audit log: `bulwark audit` printed its line
+  breaks (a forged entry) and terminal escape sequences.
 - A token with only the read scope could revoke its owner's other tokens (DELETE /tokens/{id} asked for "read").
 """
 
@@ -79,3 +81,25 @@ def test_a_read_only_token_cannot_revoke_tokens(gw: Gateway) -> None:
     assert client.delete(f"/api/v1/tokens/{deploy.info.id}", headers=writer).status_code == 200
     alice, csrf = gw.signed_in("alice")
     assert alice.delete(f"/api/v1/tokens/{deploy.info.id}", headers=csrf).status_code == 200
+
+
+def test_an_anonymous_sign_in_cannot_write_lines_or_escapes_into_the_audit_log(gw: Gateway) -> None:
+    from click.testing import CliRunner
+
+    from bulwark_vpn.cli import cli
+
+    forged = "x: ok\n2026-01-01T00:00:00Z cli:root user.remove boss\x1b]0;owned\x07"
+    gw.client().post("/api/v1/session", json={"user": forged, "password": "wrong password!!"})
+    boss, _ = gw.signed_in("boss")
+    targets = [e["target"] for e in boss.get("/api/v1/audit").json()["entries"] if e["operation"] == "auth.login"]
+    assert not any("\n" in (t or "") or "\x1b" in (t or "") for t in targets), targets
+    # A row an older version wrote with the name as typed is printed on one line too.
+    from bulwark_vpn.store import open_store
+    from bulwark_vpn.store.records import AuditRecord
+
+    with open_store(gw.config) as store:
+        store.add_audit(AuditRecord(0, 1.0, "user:-", "api", None, "auth.login", forged, "unauthenticated", None), 90)
+    shown = CliRunner().invoke(cli, ["audit", "--config-dir", str(gw.config)])
+    assert shown.exit_code == 0, shown.output
+    assert "\x1b" not in shown.output and "\x07" not in shown.output
+    assert not any(line.startswith("2026-01-01T00:00:00Z") for line in shown.output.splitlines())

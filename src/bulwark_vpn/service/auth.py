@@ -71,7 +71,9 @@ def _failed(ctx: Context, store: Store, user: str, address: str | None, why: str
     # One line whatever was typed: the name is shown with control characters escaped.
     log.warning("%s bulwark: authentication failure for user '%s' from %s", stamp, show_value(user),
                 show_value(address or "-"))
-    record(ctx, store, "auth.login", user, "unauthenticated", why)
+    # The name as typed by anyone on the network: kept escaped, so it cannot add a line (or terminal escapes) to
+    # what `bulwark audit` prints.
+    record(ctx, store, "auth.login", show_value(user), "unauthenticated", why)
     return AuthError("wrong user name, password or code", None, "check them and try again",
                      code=ErrorCode.UNAUTHENTICATED)
 
