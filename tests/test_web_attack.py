@@ -4,6 +4,8 @@
   forwardfor`), the client's forged first line was taken as its address: throttling and the audit log believed it.
 - A sign-in attempt's user name, as typed by anyone, went raw into the audit log: `bulwark audit` printed its line
   breaks (a forged entry) and terminal escape sequences.
+- A person for whom 2FA is required, signed in with the password alone (only enrolment allowed), could create an
+  API token (POST /tokens is a "session" route), and tokens work whatever the owner's 2FA.
 - A token with only the read scope could revoke its owner's other tokens (DELETE /tokens/{id} asked for "read").
 """
 
@@ -103,3 +105,16 @@ def test_an_anonymous_sign_in_cannot_write_lines_or_escapes_into_the_audit_log(g
     assert shown.exit_code == 0, shown.output
     assert "\x1b" not in shown.output and "\x07" not in shown.output
     assert not any(line.startswith("2026-01-01T00:00:00Z") for line in shown.output.splitlines())
+
+
+def test_an_account_that_must_set_up_2fa_cannot_mint_a_token_to_skip_it(gw: Gateway) -> None:
+    boss, csrf = gw.signed_in("boss")
+    assert boss.patch("/api/v1/users/alice", json={"require_2fa": True}, headers=csrf).status_code == 200
+    alice, alice_csrf = gw.signed_in("alice")
+    assert alice.get("/api/v1/session").json()["enrol_required"] is True
+    answer = alice.post("/api/v1/tokens", json={"name": "skip", "scopes": ["peers:write"]}, headers=alice_csrf)
+    assert answer.status_code == 403, answer.text
+    assert answer.json()["error"]["code"] == "forbidden"
+    assert boss.get("/api/v1/tokens").json()["total"] == 0
+    # The admin's own tokens, and tokens an admin makes for a bot, are not concerned.
+    assert boss.post("/api/v1/tokens", json={"name": "ci", "scopes": ["read"]}, headers=csrf).status_code == 201

@@ -378,6 +378,10 @@ def create_token(ctx: Context, request: CreateTokenRequest) -> NewToken:
                 raise NotFoundError("no user with this name", owner, "see 'bulwark user list'")
             raise NotFoundError("a token belongs to a user: no user with this name", owner,
                                 "create one first ('bulwark user add NAME --admin'), or pass --user")
+        if ctx.actor.kind == "user" and _needs_enrolment(store, store.user(ctx.actor.name)):
+            # Tokens work whatever the owner's 2FA: minting one first would make the requirement moot.
+            raise AuthError("this account must set up TOTP first", None, "set it up on the account page",
+                            code=ErrorCode.FORBIDDEN)
         if "admin" in request.scopes and owner_record.role != "admin":
             raise InputError("only an admin's token may have the admin scope", owner, "use read or peers:write")
         secret = sec.random_token(sec.TOKEN_PREFIX)
