@@ -10,6 +10,8 @@
   five guesses a minute for ever (the delay never passed 40 s, never reached the documented 15 min); and the
   throttle was checked before the slow password check but counted after it, so a burst of parallel attempts all
   passed it (16 of 16 here; 42 of 60 against a live `bulwark serve`).
+- A JSON field name the client made up (extra fields are refused) was echoed raw and whole in the error message:
+  line breaks, escapes, 5000 characters.
 - A token with only the read scope could revoke its owner's other tokens (DELETE /tokens/{id} asked for "read").
 """
 
@@ -186,3 +188,13 @@ def test_concurrent_guesses_cannot_all_pass_the_throttle_at_once(gw: Gateway) ->
     for thread in threads:
         thread.join()
     assert results.count("checked") <= 5, results
+
+
+def test_an_unknown_field_name_is_shown_escaped_in_the_one_line_error(gw: Gateway) -> None:
+    boss, csrf = gw.signed_in("boss")
+    answer = boss.post("/api/v1/peers", json={"names": ["ok"], "x\nFAKE\u2028\x1b[2J" + "y" * 5000: 1},
+                       headers=csrf)
+    assert answer.status_code == 422, answer.text
+    message = answer.json()["error"]["message"]
+    assert not any(c in message for c in "\n\u2028\x1b"), message
+    assert len(message) < 200

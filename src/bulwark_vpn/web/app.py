@@ -54,7 +54,8 @@ def _bulwark_error(request: Request, exc: Exception) -> Response:
 def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)  # noqa: S101 - registered for it only
     first = exc.errors()[0] if exc.errors() else {}
-    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "request"
+    # The location may hold a field name the client made up: escaped and capped like any value shown.
+    where = show_value(".".join(str(p) for p in first.get("loc", ()) if p != "body") or "request")
     return error_response(ErrorCode.INVALID_VALUE, f"invalid {where}", None,
                           str(first.get("msg", "check the request against /api/openapi.json")))
 
