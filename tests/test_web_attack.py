@@ -12,6 +12,8 @@
   passed it (16 of 16 here; 42 of 60 against a live `bulwark serve`).
 - A JSON field name the client made up (extra fields are refused) was echoed raw and whole in the error message:
   line breaks, escapes, 5000 characters.
+- A chunked body over 64 KiB (no Content-Length) was cut off but answered 422 "not valid JSON", not 413; and a 413
+  had none of the security headers (no Cache-Control: no-store, no CSP).
 - A token with only the read scope could revoke its owner's other tokens (DELETE /tokens/{id} asked for "read").
 """
 
@@ -198,3 +200,21 @@ def test_an_unknown_field_name_is_shown_escaped_in_the_one_line_error(gw: Gatewa
     message = answer.json()["error"]["message"]
     assert not any(c in message for c in "\n\u2028\x1b"), message
     assert len(message) < 200
+
+
+def test_a_chunked_body_over_the_limit_is_too_large_with_the_security_headers(gw: Gateway) -> None:
+    boss, csrf = gw.signed_in("boss")
+
+    def chunks():
+        yield b'{"names": ["' + b"a" * 8192
+        for _ in range(10):
+            yield b"a" * 8192
+        yield b'"]}'
+
+    for answer in (boss.post("/api/v1/peers", content=chunks(), headers={**csrf, "content-type": "application/json"}),
+                   boss.post("/api/v1/peers", content=b"{" * 70000,
+                             headers={**csrf, "content-type": "application/json"})):
+        assert answer.status_code == 413, answer.text
+        assert answer.json()["error"]["code"] == "too_large"
+        assert answer.headers["cache-control"] == "no-store"
+        assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
