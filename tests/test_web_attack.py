@@ -14,6 +14,9 @@
   line breaks, escapes, 5000 characters.
 - A chunked body over 64 KiB (no Content-Length) was cut off but answered 422 "not valid JSON", not 413; and a 413
   had none of the security headers (no Cache-Control: no-store, no CSP).
+- /metrics answers this host's loopback without a token; a reverse proxy on the same host (named with
+  `--trusted-proxy 127.0.0.1` as the docs say, or not) connects from the loopback for every client: anyone on the
+  internet read every peer's name, public key, traffic and online state through it.
 - A token with only the read scope could revoke its owner's other tokens (DELETE /tokens/{id} asked for "read").
 """
 
@@ -218,3 +221,17 @@ def test_a_chunked_body_over_the_limit_is_too_large_with_the_security_headers(gw
         assert answer.json()["error"]["code"] == "too_large"
         assert answer.headers["cache-control"] == "no-store"
         assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+
+
+def test_metrics_through_a_reverse_proxy_on_the_loopback_are_not_the_loopbacks(gw: Gateway) -> None:
+    app = create_app(lambda: service.Context(gw.config, run_dir=TEST_RUN_DIR),
+                     WebConfig(trusted_proxies=(ipaddress.ip_network("127.0.0.1/32"),)))
+    proxy = TestClient(app, base_url="http://testserver", client=("127.0.0.1", 40000))
+    answer = proxy.get("/metrics", headers={"x-forwarded-for": "203.0.113.50"})
+    assert answer.status_code == 401, answer.text[:200]
+    # A proxy on the loopback that was not named as trusted still says with its headers that it relays.
+    unnamed = TestClient(gw.app, base_url="http://testserver", client=("127.0.0.1", 40000))
+    assert unnamed.get("/metrics", headers={"x-real-ip": "203.0.113.50"}).status_code == 401
+    # The host itself still reads them.
+    assert proxy.get("/metrics").status_code == 200
+    assert unnamed.get("/metrics").status_code == 200

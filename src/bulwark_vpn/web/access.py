@@ -123,6 +123,11 @@ def resolve_caller(request: Request) -> Caller:
 
 
 def _loopback(request: Request) -> bool:
+    """A request from this host itself: a loopback connection that no proxy relayed. A reverse proxy on this host
+    connects from the loopback for every client it serves; the forwarding headers it adds say so, named as a
+    trusted proxy or not."""
+    if any(name in request.headers for name in ("x-forwarded-for", "forwarded", "x-real-ip")):
+        return False
     direct = request.client.host if request.client else ""
     try:
         return ipaddress.ip_address(direct).is_loopback
