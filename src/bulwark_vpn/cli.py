@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from bulwark_vpn import __version__
-from bulwark_vpn.errors import BulwarkError, ErrorCode, ExitCode, InputError
+from bulwark_vpn.errors import BulwarkError, ErrorCode, ExitCode, InputError, one_line
 
 _STATE: dict[str, Any] = {"debug": False, "json": False, "run_dir": None}
 
@@ -732,7 +732,8 @@ def audit(config_dir, user, peer, limit, as_json) -> None:
     for e in page.entries:
         target = f" {e.target}" if e.target else ""
         where = f" from {e.address}" if e.address else ""
-        click.echo(f"{format_moment(e.at)} {e.actor}{where} {e.operation}{target}: {e.result}")
+        # One line per entry whatever a store row holds (entries of older versions kept names as typed).
+        click.echo(one_line(f"{format_moment(e.at)} {e.actor}{where} {e.operation}{target}: {e.result}"))
 
 
 # backup, restore, import and export live in their own module (registered on `cli` when it loads).

@@ -387,7 +387,7 @@ def create_token(body: s.TokenCreate, caller: CallerDep) -> dict[str, Any]:
     return auth.create_token(caller.ctx, request).to_dict()
 
 
-@api.add("DELETE", "/tokens/{token_id}", "read", response_model=s.TokenOut, responses=ERRORS, tags=["tokens"])
+@api.add("DELETE", "/tokens/{token_id}", "peers:write", response_model=s.TokenOut, responses=ERRORS, tags=["tokens"])
 def revoke_token(token_id: int, caller: CallerDep) -> dict[str, Any]:
     from bulwark_vpn.service import auth
 
