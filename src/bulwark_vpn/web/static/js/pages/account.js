@@ -79,13 +79,13 @@ function showRecoveryCodes(ctx, box, codes) {
 
 function passwordForm(ctx) {
   const old = h("input", { type: "password", autocomplete: "current-password", required: true });
-  const chosen = h("input", { type: "password", autocomplete: "new-password", required: true, minlength: "10" });
+  const chosen = h("input", { type: "password", autocomplete: "new-password", required: true, minlength: "12" });
   const again = h("input", { type: "password", autocomplete: "new-password", required: true });
   const button = h("button", { type: "submit" }, "Change password");
   const message = h("div", { class: "messages" });
   const form = h("form", { class: "stack" },
     field("Current password", old),
-    field("New password", chosen, "At least 10 characters; common passwords are refused. Every session ends: you sign in again."),
+    field("New password", chosen, "At least 12 characters; common passwords are refused. Every session ends: you sign in again."),
     field("New password again", again), message, h("div", { class: "row" }, button));
   form.addEventListener("submit", busy(button, message, async () => {
     if (chosen.value !== again.value) {

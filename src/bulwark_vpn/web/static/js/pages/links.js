@@ -21,13 +21,13 @@ export async function setupPage(ctx) {
       h("p", { class: "alert", role: "alert" }, "This page needs the whole setup link, with the part after #. Open the link you were given again."));
     return;
   }
-  const chosen = h("input", { type: "password", autocomplete: "new-password", required: true, minlength: "10" });
+  const chosen = h("input", { type: "password", autocomplete: "new-password", required: true, minlength: "12" });
   const again = h("input", { type: "password", autocomplete: "new-password", required: true });
   const button = h("button", { type: "submit" }, "Set password");
   const message = h("div", { class: "messages" });
   const form = h("form", { class: "stack" },
     h("p", {}, "Welcome to the team's VPN. Choose the password you will sign in with."),
-    field("Password", chosen, "At least 10 characters; common passwords are refused."),
+    field("Password", chosen, "At least 12 characters; common passwords are refused."),
     field("Password again", again), message, h("div", { class: "row" }, button));
   form.addEventListener("submit", busy(button, message, async () => {
     if (chosen.value !== again.value) {
