@@ -18,6 +18,8 @@
   `--trusted-proxy 127.0.0.1` as the docs say, or not) connects from the loopback for every client: anyone on the
   internet read every peer's name, public key, traffic and online state through it.
 - A token with only the read scope could revoke its owner's other tokens (DELETE /tokens/{id} asked for "read").
+- Connections that sent half a request (or a request slowly) were kept for as long as they stayed open: 256 of
+  them made the server answer 503 to everyone.
 """
 
 from __future__ import annotations
@@ -235,3 +237,61 @@ def test_metrics_through_a_reverse_proxy_on_the_loopback_are_not_the_loopbacks(g
     # The host itself still reads them.
     assert proxy.get("/metrics").status_code == 200
     assert unnamed.get("/metrics").status_code == 200
+
+
+@pytest.mark.slow
+def test_connections_that_never_finish_a_request_are_closed_and_the_server_answers_again(gw: Gateway) -> None:
+    import socket
+    import time
+
+    from bulwark_vpn.web.server import BackgroundServer, Listen, ServeOptions
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    server = BackgroundServer(gw.ctx, ServeOptions(listen=(Listen("127.0.0.1", port),)), request_timeout=3.0).start()
+    slow: list[socket.socket] = []
+    try:
+        def health() -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+                conn.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                return conn.recv(100)
+
+        deadline = time.monotonic() + 10
+        while not health().startswith(b"HTTP/1.1 200"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        # 300 connections: half a request head each, or a head and then a body that never ends.
+        for index in range(300):
+            conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+            if index % 2:
+                conn.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")
+            else:
+                conn.sendall(b"POST /api/v1/session HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 1000\r\n\r\n{")
+            slow.append(conn)
+        time.sleep(0.3)
+        assert health().startswith(b"HTTP/1.1 503")  # every slot held
+        # Dripping a byte now and then does not keep a connection: each is closed by the server.
+        started = time.monotonic()
+        for conn in slow:
+            try:
+                conn.sendall(b"X")
+            except OSError:
+                pass
+        for conn in slow:
+            try:
+                while True:  # read to the end: the server closes it (after an error response, or none)
+                    conn.settimeout(max(0.1, started + 8 - time.monotonic()))
+                    if not conn.recv(1000):
+                        break
+            except TimeoutError:
+                raise AssertionError("a connection that never finished its request is still open") from None
+            except ConnectionResetError:
+                pass  # closed with our unread byte still queued: a reset, closed all the same
+        assert health().startswith(b"HTTP/1.1 200")
+    finally:
+        for conn in slow:
+            conn.close()
+        server.stop()
