@@ -155,6 +155,8 @@ def _setup_logging(debug: bool) -> None:
 @click.option("--api-url", help="The address people open, e.g. https://vpn.example.com (links use it).")
 @click.option("--require-2fa/--no-require-2fa", default=None, help="Every user must set up TOTP [off].")
 @click.option("--audit-retention-days", help="How long the audit log keeps entries [90].")
+@click.option("--files", help="Each peer's files in the folder: full (config, keys, QR code PNG: the linuxserver "
+                              "layout), configs (no PNG) or none (configs from 'peer show') [full] (BULWARK_FILES).")
 @click.option("--peers", help="Peers to create: a count N (peer1..peerN) or names (PEERS).")
 @_json_option
 def init(config_dir, settings_file, peers, as_json, **flags) -> None:
@@ -348,6 +350,25 @@ def up(config_dir, interface, backend, settings_file, foreground, serve, error_f
     click.echo(result.log, err=True, nl=False)
     if as_json:
         _echo_json(result.to_dict())
+
+
+@cli.command()
+@_config_dir_option
+@click.option("--all", "everything", is_flag=True, help="Render every file again from the store.")
+@click.option("--background", is_flag=True, hidden=True,
+              help="Run as the background renderer a command starts (leaves at once if one runs).")
+@_json_option
+def render(config_dir, everything, background, as_json) -> None:
+    """Bring the folder's files level with the store now (a large server config is otherwise updated in the
+    background, a moment after each change)."""
+    from bulwark_vpn import service
+
+    ctx = _context(config_dir)
+    result = service.background_render(ctx) if background else service.render_pending(ctx, everything=everything)
+    if as_json:
+        _echo_json(result.to_dict())
+    elif not background:
+        _say(f"files are level with the store ({result.finished} pending update(s) finished)")
 
 
 @cli.command()

@@ -26,6 +26,8 @@ PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
 PUBLIC_FILE = 0o644
 TEMP_PREFIX = ".bulwark-tmp-"
+# Folder descriptors kept open: 65,000 peer folders would exceed the process's file limit.
+DIR_CACHE = 256
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -92,12 +94,13 @@ class Staged:
     """Temp files written and synced, waiting to be renamed over their targets (`commit`) or removed (`abort`)."""
 
     folder: SafeFolder
-    pending: list[tuple[int, str, str]] = field(default_factory=list)  # (dir fd, temp name, target name)
+    pending: list[tuple[str, str, str]] = field(default_factory=list)  # (folder, temp name, target name)
     removals: list[str] = field(default_factory=list)
 
     def commit(self) -> int:
         """Rename every temp over its target, remove the folders listed for removal, then one sync."""
-        for dir_fd, tmp, name in self.pending:
+        for folder, tmp, name in self.pending:
+            dir_fd = self.folder._open_dir(folder, create=False) if folder else self.folder.fd
             os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         done = len(self.pending)
         self.pending = []
@@ -108,10 +111,11 @@ class Staged:
         return done
 
     def abort(self) -> None:
-        for dir_fd, tmp, _ in self.pending:
+        for folder, tmp, _ in self.pending:
             try:
+                dir_fd = self.folder._open_dir(folder, create=False) if folder else self.folder.fd
                 os.unlink(tmp, dir_fd=dir_fd)
-            except FileNotFoundError:
+            except (FileNotFoundError, UnsafePathError):
                 pass
         self.pending = []
 
@@ -202,7 +206,15 @@ class SafeFolder:
         self._dirs[relative] = fd
         if create:
             self._secure(fd, relative)
+        if len(self._dirs) > DIR_CACHE:
+            self._evict()
         return fd
+
+    def _evict(self) -> None:
+        """Close the oldest cached folder descriptors (never the root's, never the newest)."""
+        for key in list(self._dirs)[:len(self._dirs) - DIR_CACHE // 2]:
+            if key:
+                os.close(self._dirs.pop(key))
 
     def _secure(self, fd: int, relative: str) -> None:
         """Writing into a folder: keys live in 0700 folders (an adopted layout may have had 0755)."""
@@ -268,11 +280,13 @@ class SafeFolder:
 
     # -- writing --------------------------------------------------------------------------------------
 
-    def stage(self, files: Iterable[tuple[str, bytes, int]], remove: Iterable[str] = ()) -> Staged:
+    def stage(self, files: Iterable[tuple[str, bytes, int]], remove: Iterable[str] = (), *,
+              into: Staged | None = None, sync: bool = True) -> Staged:
         """Write each changed file to a temp beside its target (O_EXCL|O_NOFOLLOW) and sync them all once; the
         targets are untouched until `Staged.commit`. Unchanged files are skipped. On any failure the temps
-        written so far are removed and the error raised: nothing has changed."""
-        staged = Staged(self)
+        written so far (also those of `into`, when staging in batches) are removed and the error raised: nothing
+        has changed. `sync=False` leaves the sync to the caller's last batch."""
+        staged = into or Staged(self)
         try:
             for relative, payload, mode in files:
                 parent, name = self._parent(relative, create=True)
@@ -282,7 +296,7 @@ class SafeFolder:
                 tmp = f"{TEMP_PREFIX}{name}-{secrets.token_hex(4)}"
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
                              dir_fd=parent)
-                staged.pending.append((parent, tmp, name))
+                staged.pending.append(("/".join(_split(relative)[:-1]), tmp, name))
                 with os.fdopen(fd, "wb") as fh:
                     os.fchmod(fh.fileno(), mode)
                     fh.write(payload)
@@ -292,7 +306,7 @@ class SafeFolder:
                     if stat.S_ISLNK(info.st_mode):
                         raise self._unsafe(relative, "a symbolic link")  # refused before anything commits
                     staged.removals.append(relative)
-            if staged.pending:
+            if staged.pending and sync:
                 os.sync()
         except OSError as exc:
             staged.abort()

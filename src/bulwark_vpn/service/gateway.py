@@ -106,14 +106,44 @@ def _prepare_up(ctx: Context, interface: str | None, backend: str | None, settin
     from bulwark_vpn.dataplane.gateway import refuse_if_running
     from bulwark_vpn.dataplane.runner import Runner
 
+    runner = Runner(log=ctx.log)
     with ctx.open_store(read_only=True) as store:
         check_same_gateway(ctx, store, iface)
-    refuse_if_running(Runner(log=ctx.log), ctx.run_dir, iface)
+    replace_dead_gateway(ctx, runner, iface)
+    refuse_if_running(runner, ctx.run_dir, iface)
     with locked(ctx) as held:
         # A full check for temp files a crash may have left (commands only look where they wrote).
         held.folder.remove_temp_files()
         heal(held)
     return iface
+
+
+def _dead_gateway(ctx: Context, runner, iface: str):
+    """The runtime state of this folder's gateway on `iface` when its supervisor died (SIGKILL, OOM) and left the
+    device behind; None otherwise."""
+    from bulwark_vpn.dataplane import link
+    from bulwark_vpn.dataplane.gateway import RuntimeState
+
+    state = RuntimeState.load(ctx.run_dir, iface)
+    if state is None or state.supervisor_alive() or not link.link_exists(runner, iface):
+        return None
+    with ctx.open_store(read_only=True) as store:
+        return state if state.serves(ctx.config_dir, store.gateway_id()) else None
+
+
+def replace_dead_gateway(ctx: Context, runner, iface: str) -> bool:
+    """`up` after this folder's supervisor died: note where the active peers are (the device it left still knows),
+    then remove what it left, as `down` would; the bring-up that follows reconnects those peers at once."""
+    from bulwark_vpn.dataplane import gateway
+
+    state = _dead_gateway(ctx, runner, iface)
+    if state is None:
+        return False
+    log.warning("bulwark: the supervisor of %s (pid %d) is gone; replacing the gateway it left", iface, state.pid)
+    with ctx.open_store() as store:
+        gateway.save_seen_endpoints(runner, iface, store)
+    gateway.release_system(runner, ctx.run_dir, iface, state)
+    return True
 
 
 def rediscover(ctx: Context) -> None:
@@ -146,10 +176,12 @@ def up_foreground(ctx: Context, *, interface: str | None = None, backend: str | 
                   ready: Callable[[Any], None] | None = None) -> None:
     """`bulwark up --foreground`: provision from the environment if asked, bring up, supervise until signalled."""
     from bulwark_vpn.dataplane import gateway
+    from bulwark_vpn.service.files import SupervisorRenders
 
     _prepare_up(ctx, interface, backend, settings_file, serve)
     rediscover(ctx)
-    gateway.run_foreground(ctx.config_dir, ctx.run_dir, log=ctx.log, ready=ready)
+    gateway.run_foreground(ctx.config_dir, ctx.run_dir, log=ctx.log, ready=ready,
+                           background=SupervisorRenders(ctx))
 
 
 def up_background(ctx: Context, *, interface: str | None = None, backend: str | None = None,
@@ -197,6 +229,7 @@ def _child_error(error_path: Path, log_file: Path, status: int) -> BulwarkError:
 def down(ctx: Context, *, interface: object = None) -> DownResult:
     """`bulwark down`: tear this folder's gateway down (through its supervisor when it runs)."""
     from bulwark_vpn.dataplane import gateway
+    from bulwark_vpn.dataplane.runner import Runner
 
     if interface is not None and not ctx.has_store():
         iface = parse_interface_name(interface)
@@ -204,6 +237,11 @@ def down(ctx: Context, *, interface: object = None) -> DownResult:
         with ctx.open_store(read_only=True) as store:
             iface = _interface(store, interface)
             check_same_gateway(ctx, store, iface)
+        runner = Runner(log=ctx.log)
+        if _dead_gateway(ctx, runner, iface) is not None:
+            # Its supervisor could not note where the peers are: the device it left still knows.
+            with ctx.open_store() as store:
+                gateway.save_seen_endpoints(runner, iface, store)
     return DownResult(iface, gateway.stop_gateway(ctx.run_dir, iface))
 
 

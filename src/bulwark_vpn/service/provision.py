@@ -39,12 +39,12 @@ log = logging.getLogger("bulwark_vpn")
 
 # Settings that appear in client configs: changing one re-renders every peer's files.
 CLIENT_FACING = ("server_url", "server_port", "listen_port", "peer_dns", "allowed_ips", "mtu", "discovered_url",
-                 "subnet4", "subnet6")
+                 "subnet4", "subnet6", "files")
 # The variables that provision a server (linuxserver's, and Bulwark's own).
 PROVISIONING_VARIABLES = ("PEERS", "SERVERURL", "SERVERPORT", "INTERNAL_SUBNET", "INTERNAL_SUBNET6", "PEERDNS",
                           "ALLOWEDIPS", "PERSISTENTKEEPALIVE_PEERS", "LOG_CONFS", "BULWARK_LISTEN_PORT",
                           "BULWARK_SUBNET6", "BULWARK_MTU", "BULWARK_INTERFACE", "BULWARK_BACKEND",
-                          "BULWARK_EGRESS_INTERFACE", "BULWARK_SETTINGS")
+                          "BULWARK_EGRESS_INTERFACE", "BULWARK_SETTINGS", "BULWARK_FILES")
 
 
 @dataclass(frozen=True)
