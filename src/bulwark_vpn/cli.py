@@ -62,16 +62,25 @@ def _echo_json(value: object) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True))
 
 
-def _stream_json(value: dict[str, Any], key: str) -> None:
-    """A large JSON object written one list item per line as it goes (valid JSON; the same value as _echo_json)."""
+def _stream_json(value: dict[str, Any], key: str, items: Any = None, line: Any = None) -> None:
+    """A large JSON object written one list item per line, in chunks (valid JSON; the same value as _echo_json).
+    `items` and `line` give the list's objects and their one-line JSON (see render.jsonlines) instead of
+    `value[key]` and json.dumps."""
     import json
 
-    items = value[key]
+    if items is None:
+        items = value[key]
+        line = lambda item: json.dumps(item, sort_keys=True)  # noqa: E731
     rest = {k: v for k, v in value.items() if k != key}
     out = sys.stdout
     out.write("{\n  " + json.dumps(key) + ": [")
+    chunk: list[str] = []
     for index, item in enumerate(items):
-        out.write(("," if index else "") + "\n    " + json.dumps(item, sort_keys=True))
+        chunk.append(("," if index else "") + "\n    " + line(item))
+        if len(chunk) == 1000:
+            out.write("".join(chunk))
+            chunk.clear()
+    out.write("".join(chunk))
     out.write("\n  ]" if items else "]")
     for k in sorted(rest):
         out.write(f",\n  {json.dumps(k)}: {json.dumps(rest[k], sort_keys=True)}")
@@ -288,7 +297,10 @@ def peer_list(config_dir, search, as_json) -> None:
 
     result = service.list_peers(_context(config_dir), service.ListPeersRequest.parse(search=search))
     if as_json:
-        _stream_json(result.to_dict(), "peers")
+        from bulwark_vpn.render.jsonlines import PeerInfoLines
+
+        _stream_json({"peers": None, "total": len(result.peers) if result.total < 0 else result.total,
+                      "offset": result.offset}, "peers", result.peers, PeerInfoLines())
         return
     width = max([12, *(len(p.name) for p in result.peers)])
     for p in result.peers:
@@ -334,8 +346,9 @@ def peer_show(name, config_dir, endpoint, qr, as_json) -> None:
 @click.option("--foreground", is_flag=True, help="Stay attached and supervise (systemd, containers).")
 @click.option("--serve/--no-serve", default=None, help="Also serve the HTTP API and web pages (kept as a setting).")
 @click.option("--error-file", hidden=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--prepared", is_flag=True, hidden=True, help="Started by 'bulwark up', which provisioned already.")
 @_json_option
-def up(config_dir, interface, backend, settings_file, foreground, serve, error_file, as_json) -> None:
+def up(config_dir, interface, backend, settings_file, foreground, serve, error_file, prepared, as_json) -> None:
     """Bring the gateway up from the store (setting it up from the linuxserver variables if needed)."""
     from bulwark_vpn import service
 
@@ -343,6 +356,7 @@ def up(config_dir, interface, backend, settings_file, foreground, serve, error_f
     if foreground:
         _STATE["error_file"] = error_file
         service.up_foreground(ctx, interface=interface, backend=backend, settings_file=settings_file, serve=serve,
+                              prepared=prepared,
                               ready=lambda state: _say(f"{state.interface} is up ({state.backend}, pid {state.pid})"))
         return
     result = service.up_background(ctx, interface=interface, backend=backend, settings_file=settings_file,
@@ -396,7 +410,9 @@ def status(config_dir, interface, as_json) -> None:
 
     report = service.status(_context(config_dir), interface=interface)
     if as_json:
-        _echo_json(report.to_dict())
+        from bulwark_vpn.render.jsonlines import status_peer
+
+        _stream_json({**report.to_dict(peers=False), "peers": None}, "peers", report.peers, status_peer)
     else:
         from bulwark_vpn.render.status import render_status
 

@@ -28,6 +28,9 @@ PUBLIC_FILE = 0o644
 TEMP_PREFIX = ".bulwark-tmp-"
 # Folder descriptors kept open: 65,000 peer folders would exceed the process's file limit.
 DIR_CACHE = 256
+# Up to this many files are synced one by one (fsync of each file, then of its folder after the rename); more are
+# synced with one os.sync(), which also flushes whatever else the machine has to write.
+FSYNC_FEW = 32
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -98,16 +101,26 @@ class Staged:
     removals: list[str] = field(default_factory=list)
 
     def commit(self) -> int:
-        """Rename every temp over its target, remove the folders listed for removal, then one sync."""
+        """Rename every temp over its target, remove the folders listed for removal, then sync (the folders of a
+        few files, else everything)."""
+        folders: set[str] = set()
         for folder, tmp, name in self.pending:
             dir_fd = self.folder._open_dir(folder, create=False) if folder else self.folder.fd
             os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            folders.add(folder)
         done = len(self.pending)
         self.pending = []
         for relative in self.removals:
             self.folder.remove_tree(relative)
-        if done or self.removals:
+            folders.add("/".join(_split(relative)[:-1]))
+        if done + len(self.removals) > FSYNC_FEW:
             os.sync()
+        else:
+            for folder in folders:
+                try:
+                    os.fsync(self.folder._open_dir(folder, create=False) if folder else self.folder.fd)
+                except FileNotFoundError:
+                    continue  # removed as well
         return done
 
     def abort(self) -> None:
@@ -300,13 +313,16 @@ class SafeFolder:
                 with os.fdopen(fd, "wb") as fh:
                     os.fchmod(fh.fileno(), mode)
                     fh.write(payload)
+                    if len(staged.pending) <= FSYNC_FEW:
+                        fh.flush()
+                        os.fsync(fh.fileno())
             for relative in remove:
                 info = self.lstat(relative)
                 if info is not None:
                     if stat.S_ISLNK(info.st_mode):
                         raise self._unsafe(relative, "a symbolic link")  # refused before anything commits
                     staged.removals.append(relative)
-            if staged.pending and sync:
+            if len(staged.pending) > FSYNC_FEW and sync:
                 os.sync()
         except OSError as exc:
             staged.abort()

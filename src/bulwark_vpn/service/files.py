@@ -27,13 +27,14 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bulwark_vpn.errors import BulwarkError, ErrorCode, NotFoundError, StoreError
+from bulwark_vpn.errors import BulwarkError, ErrorCode, NotFoundError, StoreError, SystemActionError
 from bulwark_vpn.fsutil import SafeFolder, Staged
 from bulwark_vpn.model import Peer
 from bulwark_vpn.render import layout
@@ -385,7 +386,9 @@ def run_background_renderer(ctx: Context, *, settle: float = SETTLE_SECONDS) -> 
 
 class SupervisorRenders:
     """The supervisor's share of the journal: it holds the render lock while it runs (so commands start no
-    renderer of their own) and finishes deferred items from its loop; at teardown it finishes what is left."""
+    renderer of their own) and finishes deferred items in a thread of its own (rendering 65,000 peers takes a few
+    tenths of a second: the supervisor's loop keeps applying changes meanwhile); at teardown it finishes what is
+    left."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -395,6 +398,8 @@ class SupervisorRenders:
         self._since: float | None = None  # when pending items were first seen
         self._last_check = 0.0
         self._revision = -1
+        self._worker: threading.Thread | None = None
+        self.error: Exception | None = None
 
     def __call__(self, closing: bool) -> None:
         try:
@@ -405,9 +410,29 @@ class SupervisorRenders:
                 self.folder.close()
                 self.store.close()
 
+    def _busy(self) -> bool:
+        return self._worker is not None and self._worker.is_alive()
+
+    def _flush(self) -> None:
+        try:
+            if flush_deferred(self.ctx, self.folder):
+                self._since = None
+        except Exception as exc:  # reported by the loop, which says it once
+            self.error = exc
+
     def _pass(self, closing: bool) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            if isinstance(error, BulwarkError):
+                raise error
+            # Whatever went wrong writing files must not take the tunnels down: the loop says it and goes on.
+            raise SystemActionError(f"cannot write the config folder's files: {error}") from error
         if not self.lock.take() and not closing:
             return  # a background renderer started before this supervisor is still at work
+        if closing and self._worker is not None:
+            self._worker.join()
+        if self._busy():
+            return
         now = time.monotonic()
         revision = self.store.revision()
         if not closing and revision == self._revision and self._since is None and now - self._last_check < 2:
@@ -420,9 +445,11 @@ class SupervisorRenders:
             return
         if self._since is None or changed:
             self._since = now  # wait until changes settle
-        if closing or now - self._since >= SETTLE_SECONDS:
-            if flush_deferred(self.ctx, self.folder):
-                self._since = None
+        if closing:
+            self._flush()
+        elif now - self._since >= SETTLE_SECONDS:
+            self._worker = threading.Thread(target=self._flush, name="bulwark-render", daemon=True)
+            self._worker.start()
 
 
 @dataclass(frozen=True)

@@ -112,8 +112,9 @@ def _prepare_up(ctx: Context, interface: str | None, backend: str | None, settin
     replace_dead_gateway(ctx, runner, iface)
     refuse_if_running(runner, ctx.run_dir, iface)
     with locked(ctx) as held:
-        # A full check for temp files a crash may have left (commands only look where they wrote).
-        held.folder.remove_temp_files()
+        # Temp files a crash may have left where the server files go (after a detected crash, heal looks
+        # everywhere; a walk of every peer folder here would cost seconds at 65,000 peers).
+        held.folder.remove_temp_files(["wg_confs", "server"])
         heal(held)
     return iface
 
@@ -173,12 +174,14 @@ def rediscover(ctx: Context) -> None:
 
 def up_foreground(ctx: Context, *, interface: str | None = None, backend: str | None = None,
                   settings_file: Path | None = None, serve: bool | None = None,
-                  ready: Callable[[Any], None] | None = None) -> None:
-    """`bulwark up --foreground`: provision from the environment if asked, bring up, supervise until signalled."""
+                  ready: Callable[[Any], None] | None = None, prepared: bool = False) -> None:
+    """`bulwark up --foreground`: provision from the environment if asked, bring up, supervise until signalled.
+    `prepared`: the `bulwark up` that started this process did the provisioning already."""
     from bulwark_vpn.dataplane import gateway
     from bulwark_vpn.service.files import SupervisorRenders
 
-    _prepare_up(ctx, interface, backend, settings_file, serve)
+    if not prepared:
+        _prepare_up(ctx, interface, backend, settings_file, serve)
     rediscover(ctx)
     gateway.run_foreground(ctx.config_dir, ctx.run_dir, log=ctx.log, ready=ready,
                            background=SupervisorRenders(ctx))
@@ -195,7 +198,7 @@ def up_background(ctx: Context, *, interface: str | None = None, backend: str | 
     error_path = ctx.run_dir / f"{iface}.error.json"
     error_path.unlink(missing_ok=True)
     argv = [sys.executable, "-m", "bulwark_vpn", "--run-dir", str(ctx.run_dir), "up", "--foreground",
-            "--config-dir", str(ctx.config_dir), "--error-file", str(error_path)]
+            "--config-dir", str(ctx.config_dir), "--error-file", str(error_path), "--prepared"]
     with open(log_file_path, "wb") as log_file:
         child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                                  start_new_session=True, env=dict(ctx.environ) or None)

@@ -34,6 +34,7 @@ from bulwark_vpn.service.context import LOCK_NAME, Context
 from bulwark_vpn.service.files import locked, mutate, peer_item, remove_item
 from bulwark_vpn.service.peers import check_routes_free, create_peer, pools
 from bulwark_vpn.store import RENDER_ALL_PEERS, RENDER_SERVER, STORE_NAME, Store
+from bulwark_vpn.values import peer_folder
 
 log = logging.getLogger("bulwark_vpn")
 
@@ -89,6 +90,8 @@ def _validate_new_settings(ctx: Context, store: Store, old: Settings, new: Setti
         if running_state(ctx, old.interface) is not None:
             raise ConflictError("cannot rename the interface while the gateway runs", new.interface,
                                 f"it runs on '{old.interface}': take it down first ('bulwark down')")
+    if new.subnet4 == old.subnet4 and (new.subnet6 is None or new.subnet6 == old.subnet6):
+        return  # the peers' addresses are only checked against a new subnet
     peers = store.peers()
     outside4 = [p for p in peers if not Pool(new.subnet4).contains_peer_address(p.address4)]
     if outside4 and new.subnet4 != old.subnet4:
@@ -131,7 +134,9 @@ def _adopt(store: Store, adopted: adopt_mod.Adopted) -> Settings:
 
 
 def _apply_keepalive_peers(store: Store, names: tuple[str, ...]) -> list[str]:
-    changed = []
+    changed: list[str] = []
+    if not names:
+        return changed
     for peer in store.peers():
         wanted = "all" in names or peer.name in names
         if wanted and peer.keepalive is None:
@@ -245,8 +250,10 @@ def _init_server(ctx: Context, request: InitRequest) -> InitResult:
                 items.append(RENDER_ALL_PEERS)
             else:
                 stale = {p.name for p in added} | set(keepalive_changed)
-                stale |= {p.name for p in store.peers()
-                          if not folder.exists(f"{p.folder_name}/publickey-{p.folder_name}")}
+                if new.files != "none":
+                    # A peer folder deleted by hand comes back (one listing, not a look per peer).
+                    present = set(folder.listdir())
+                    stale |= {name for name in store.peer_names() if peer_folder(name) not in present}
                 items += [peer_item(name) for name in sorted(stale)]
             result = InitResult(new, fresh, adopted.source if adopted else None, tuple(p.name for p in added),
                                 changed, ctx.config_dir)

@@ -40,6 +40,8 @@ STORE_NAME = "bulwark.db"
 _SAFE_NAME = re.compile(r"[a-zA-Z0-9_=+][a-zA-Z0-9_=+.-]{0,62}")
 _SAFE_KEY = re.compile(r"[A-Za-z0-9+/]{43}=")
 _SAFE_ADDRESS = re.compile(r"[0-9.]{7,15}")
+# The three checked at once (one match per row of a listing, not three).
+_SAFE_SUMMARY = re.compile(rf"(?:{_SAFE_NAME.pattern})\t(?:{_SAFE_KEY.pattern})\t(?:{_SAFE_ADDRESS.pattern})")
 _SAFE_ADDRESS6 = re.compile(r"[0-9a-f:]{2,39}")
 _SAFE_NETWORK = re.compile(r"[0-9.]{7,15}/[0-9]{1,2}|[0-9a-f:]{2,39}/[0-9]{1,3}")
 # What `wg show dump` prints as an endpoint: an IPv4 address or a bracketed IPv6 address, and a port.
@@ -646,6 +648,10 @@ class SQLiteStore(ControlPlane):
         return self._conn.execute("SELECT 1 FROM peers WHERE name=?", (name,)).fetchone() is not None
 
     @_translated
+    def peer_names(self) -> list[str]:
+        return [row[0] for row in self._conn.execute("SELECT name FROM peers ORDER BY id")]
+
+    @_translated
     def peer_count(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM peers").fetchone()[0])
 
@@ -681,12 +687,12 @@ class SQLiteStore(ControlPlane):
     def _summary(self, row: tuple) -> PeerSummary:
         (name, public, address4, address6, allowed, routed, keepalive, enabled, has_private, created, owner,
          expires) = row
-        if not (isinstance(name, str) and _SAFE_NAME.fullmatch(name) and isinstance(public, str)
-                and _SAFE_KEY.fullmatch(public) and isinstance(address4, str) and _SAFE_ADDRESS.fullmatch(address4)):
+        if not (isinstance(name, str) and isinstance(public, str) and isinstance(address4, str)
+                and _SAFE_SUMMARY.fullmatch(f"{name}\t{public}\t{address4}")):
             raise StoreError(f"the store holds a damaged peer '{show_value(name)}'", str(self.path), RESTORE_HINT)
         try:
             allowed_list = None if allowed is None else tuple(str(n) for n in json.loads(allowed))
-            routed_list = tuple(str(n) for n in json.loads(routed))
+            routed_list = () if routed == "[]" else tuple(str(n) for n in json.loads(routed))
         except (ValueError, TypeError):
             raise StoreError(f"the store holds a damaged peer '{name}'", str(self.path), RESTORE_HINT) from None
         return PeerSummary(name, public, address4, address6, allowed_list, routed_list, keepalive, bool(enabled),
