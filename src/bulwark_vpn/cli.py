@@ -179,8 +179,10 @@ def init(config_dir, settings_file, peers, as_json, **flags) -> None:
     if result.adopted_from:
         _say(f"adopted the linuxserver/wireguard config {result.adopted_from}")
     _say(f"server {'created' if result.created else 'updated'} in {result.config_dir}")
-    for name in result.added:
+    for name in result.added[:20]:
         _say(f"added peer {name}")
+    if len(result.added) > 20:
+        _say(f"added {len(result.added) - 20} more peers, up to {result.added[-1]} ('bulwark peer list' shows them)")
 
 
 # -- peers ------------------------------------------------------------------------------------------------

@@ -85,6 +85,18 @@ def atomic_write(path: Path, data: bytes | str, mode: int = PRIVATE_FILE) -> boo
     return True
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask would set it, racing other threads)."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o777  # unknown: always set the mode explicitly
+
+
 def _split(relative: str) -> list[str]:
     parts = [p for p in relative.split("/") if p]
     if not parts or any(p in (".", "..") for p in parts):
@@ -300,22 +312,31 @@ class SafeFolder:
         written so far (also those of `into`, when staging in batches) are removed and the error raised: nothing
         has changed. `sync=False` leaves the sync to the caller's last batch."""
         staged = into or Staged(self)
+        umask = _umask()
+        token = secrets.token_hex(4)
         try:
             for relative, payload, mode in files:
-                parent, name = self._parent(relative, create=True)
-                current = self._current(parent, name, relative)
-                if current is not None and current == (payload, mode):
+                parts = _split(relative)
+                folder = "/".join(parts[:-1])
+                parent = self._open_dir(folder, create=True) if folder else self.fd
+                name = parts[-1]
+                if self._unchanged(parent, name, relative, payload, mode):
                     continue
-                tmp = f"{TEMP_PREFIX}{name}-{secrets.token_hex(4)}"
+                # O_EXCL: a leftover of the same name is never written through; the counter makes names unique.
+                tmp = f"{TEMP_PREFIX}{name}-{token}{len(staged.pending):x}"
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
                              dir_fd=parent)
-                staged.pending.append(("/".join(_split(relative)[:-1]), tmp, name))
-                with os.fdopen(fd, "wb") as fh:
-                    os.fchmod(fh.fileno(), mode)
-                    fh.write(payload)
+                staged.pending.append((folder, tmp, name))
+                try:
+                    if mode & umask:
+                        os.fchmod(fd, mode)  # the umask took bits the file must have
+                    view = memoryview(payload)
+                    while view:
+                        view = view[os.write(fd, view):]
                     if len(staged.pending) <= FSYNC_FEW:
-                        fh.flush()
-                        os.fsync(fh.fileno())
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
             for relative in remove:
                 info = self.lstat(relative)
                 if info is not None:
@@ -332,17 +353,20 @@ class SafeFolder:
             raise
         return staged
 
-    def _current(self, parent: int, name: str, relative: str) -> tuple[bytes, int] | None:
-        """The target's content and mode when it is a regular file, None when missing; anything else refused."""
+    def _unchanged(self, parent: int, name: str, relative: str, payload: bytes, mode: int) -> bool:
+        """True when the target is a regular file with exactly this content and mode (missing: False); a link or
+        anything else there is refused."""
         try:
             info = os.stat(name, dir_fd=parent, follow_symlinks=False)
         except FileNotFoundError:
-            return None
+            return False
         if stat.S_ISLNK(info.st_mode):
             raise self._unsafe(relative, "a symbolic link")
         if not stat.S_ISREG(info.st_mode):
             raise self._unsafe(relative, "something other than a file")
-        return self.read_bytes(relative), stat.S_IMODE(info.st_mode)
+        if info.st_size != len(payload) or stat.S_IMODE(info.st_mode) != mode:
+            return False
+        return self.read_bytes(relative) == payload
 
     def write_many(self, files: Iterable[tuple[str, bytes, int]]) -> int:
         """Stage and commit at once (when no store transaction needs to sit in between)."""

@@ -631,7 +631,7 @@ class Gateway:
         dump = table_mod.read_dump(self.runner, self.iface)
         if dump is None:
             return []
-        changes = device_changes(self.table, self.store, dump)
+        changes = device_changes(self.table, self.store.peer_rows, dump)
         if changes:
             apply_changes(self.runner, self.iface, changes)
             for change in changes:
@@ -800,9 +800,11 @@ class Gateway:
         self.store.close()
 
 
-def device_changes(table: table_mod.DeviceTable, store: Store, dump: str) -> list[Change]:
+def device_changes(table: table_mod.DeviceTable, rows_of: Callable[[list[str]], Iterable[PeerRow]],
+                   dump: str) -> list[Change]:
     """The changes that turn the device in `dump` into the table's: the dump is compared as text, and only the
-    peers that differ are read from the store and parsed (so nothing is made for the peers that match)."""
+    peers that differ are read (`rows_of(names)`, from the store) and parsed, so nothing is made for the peers
+    that match."""
     drift = table.compare(dump)
     if not drift:
         return []
@@ -818,7 +820,7 @@ def device_changes(table: table_mod.DeviceTable, store: Store, dump: str) -> lis
             changes.append(RemovePeer(PublicKey.from_base64(key_text)))
         except BulwarkError:
             continue  # not a key wg could have printed
-    rows = {row.name: row for row in store.peer_rows([*drift.missing, *drift.differing])}
+    rows = {row.name: row for row in rows_of([*drift.missing, *drift.differing])}
     additions: list[Change] = []
     for name, fields in drift.differing.items():
         row = rows.get(name)

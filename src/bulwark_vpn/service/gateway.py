@@ -259,20 +259,25 @@ def status(ctx: Context, *, interface: object = None):
 
 
 def apply_now(ctx: Context, *, dry_run: bool = False, interface: object = None) -> ApplyResult:
-    """Make the live device match the store now; with dry_run only describe the changes."""
-    from bulwark_vpn.dataplane import gateway
-    from bulwark_vpn.dataplane.apply import apply_device
+    """Make the live device match the store now; with dry_run only describe the changes. The device is compared
+    as the supervisor compares it (text, one read), so only the peers that differ are parsed."""
+    from bulwark_vpn.dataplane import table
+    from bulwark_vpn.dataplane.apply import apply_changes
+    from bulwark_vpn.dataplane.gateway import device_changes
     from bulwark_vpn.dataplane.runner import Runner
 
+    runner = Runner(log=ctx.log)
     with ctx.open_store(read_only=True) as store:
         settings = store.settings()
         iface = _interface(store, interface)
         check_same_gateway(ctx, store, iface)
-        desired = gateway.desired_device(settings, store.require_server_key(), store.peers())
-    runner = Runner(log=ctx.log)
-    if not gateway.link.link_exists(runner, iface):
-        raise NotFoundError("the interface is not up", iface, "bring the gateway up first ('bulwark up')",
-                            code=ErrorCode.NOT_RUNNING)
-    changes = [change.describe() for change in apply_device(runner, iface, desired, dry_run=dry_run)]
-    return ApplyResult(iface, dry_run, changes)
-
+        dump = table.read_dump(runner, iface)
+        if dump is None:
+            raise NotFoundError("the interface is not up", iface, "bring the gateway up first ('bulwark up')",
+                                code=ErrorCode.NOT_RUNNING)
+        wanted = table.DeviceTable(store.require_server_key().to_base64(), settings.listen_port)
+        table.load_rows(wanted, store.peer_rows(), time.time())
+        changes = device_changes(wanted, store.peer_rows, dump)
+    if not dry_run and changes:
+        apply_changes(runner, iface, changes)
+    return ApplyResult(iface, dry_run, [change.describe() for change in changes])

@@ -82,6 +82,14 @@ class PeerRow(NamedTuple):
         return own + self.routed
 
 
+def row_of(peer: Peer) -> PeerRow:
+    """A model peer as the data plane's row (the same text the store holds)."""
+    return PeerRow(peer.name, str(peer.public_key), peer.preshared_key.to_base64() if peer.preshared_key else None,
+                   str(peer.address4), str(peer.address6) if peer.address6 else None,
+                   tuple(str(n) for n in peer.server_allowed_ips), peer.keepalive or None, peer.enabled,
+                   peer.expires_at)
+
+
 class StatusRow(NamedTuple):
     """A peer as `status` joins it with the device: text only."""
 
@@ -128,6 +136,9 @@ class Store(Protocol):
     def has_peer(self, name: str) -> bool: ...
     def peer_count(self) -> int: ...
     def peer_names(self) -> list[str]: ...
+    def peers_with_networks(self) -> list[Peer]:
+        """The peers with client AllowedIPs of their own or networks behind them (usually few)."""
+        ...
 
     def peer_summaries(self, query: PeerQuery) -> tuple[list[PeerSummary], int]:
         """One page of peers matching the query, and how many match in all."""

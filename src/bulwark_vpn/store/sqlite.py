@@ -648,6 +648,13 @@ class SQLiteStore(ControlPlane):
         return self._conn.execute("SELECT 1 FROM peers WHERE name=?", (name,)).fetchone() is not None
 
     @_translated
+    def peers_with_networks(self) -> list[Peer]:
+        rows = self._conn.execute(
+            f"SELECT {_PEER_COLUMNS} FROM peers WHERE allowed_ips IS NOT NULL "  # noqa: S608 - constant
+            "OR server_allowed_ips != '[]' ORDER BY id").fetchall()
+        return [self._peer(row) for row in rows]
+
+    @_translated
     def peer_names(self) -> list[str]:
         return [row[0] for row in self._conn.execute("SELECT name FROM peers ORDER BY id")]
 
