@@ -364,8 +364,9 @@ class Bench:
         memory = json.loads(run(self_argv("_memory", config)).stdout.decode().strip().splitlines()[-1])
         self.notes.append(
             f"{peers:,} peers, where the supervisor's memory goes: Python and its imports "
-            f"{memory['rss_imports']:.0f} MB RSS ({memory['traced_imports']:.1f} MB traced); the wanted device (DeviceTable: key, digest, networks "
-            f"per peer) {memory['table']:.1f} MB traced for {memory['peers']:,} peers "
+            f"{memory['rss_imports']:.0f} MB RSS ({memory['traced_imports']:.1f} MB traced); the wanted device "
+            f"(DeviceTable: key, digest, networks per peer) {memory['table']:.1f} MB traced for "
+            f"{memory['peers']:,} peers "
             f"({memory['table'] * 2**20 / max(memory['peers'], 1):.0f} bytes a peer); the `wg setconf` text at "
             f"bring-up {memory['setconf_text']:.1f} MB, freed once loaded; live RSS {rss:.0f} MB, peak {peak:.0f} MB")
         run([BULWARK, "down", "--config-dir", str(config)], server)

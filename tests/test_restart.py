@@ -92,3 +92,25 @@ def test_up_after_the_supervisor_was_killed_resumes_an_active_client_within_2_s(
     assert resumed <= 2.0
     state = json.loads((RUN_DIR / f"{lab.iface}.json").read_text())
     assert state["pid"] != pid and pid_alive(state["pid"])
+
+
+def test_up_after_a_reboot_resumes_an_active_client_within_2_s(lab: Lab):
+    """A host reboot (or a new container on the same /config volume): the supervisor, the device, the firewall
+    and /run are all gone at once; only the store remains, with where the client was last seen."""
+    client = _connected(lab)
+    pid = json.loads((RUN_DIR / f"{lab.iface}.json").read_text())["pid"]
+    pinger = _pinger(client)
+    time.sleep(0.5)
+    os.kill(pid, signal.SIGKILL)
+    lab.wait_for(lambda: not pid_alive(pid), 5)
+    lab.server.run(["ip", "link", "del", lab.iface], check=False)
+    lab.server.run(["nft", "delete", "table", "inet", f"bulwark_{lab.iface}"], check=False)
+    for suffix in (".json", ".log"):
+        (RUN_DIR / f"{lab.iface}{suffix}").unlink(missing_ok=True)
+    lab.bulwark("up")
+    returned = time.time()
+    time.sleep(3)
+    replies = _replies(pinger)
+    resumed = _first_reply_after(replies, returned)
+    print(f"first reply {resumed:.2f} s after up returned")
+    assert resumed <= 2.0
