@@ -358,21 +358,35 @@ class Gateway:
 
     # -- loading the store --
 
-    def _load(self, endpoints: dict[str, str]) -> str:
-        """Read the whole store into a new table; return the `wg setconf` text of the device (it holds keys).
-        All or nothing: a failed read leaves the last good table in force."""
+    def _load(self, endpoints: dict[str, str], ahead: Iterable[str] = ()) -> tuple[str, str]:
+        """Read the whole store into a new table; return the `wg setconf` text of the device with the peers in
+        `ahead` (public keys) and the `wg addconf` text of the others (both hold keys). All or nothing: a failed
+        read leaves the last good table in force."""
         cursor = self.store.last_peer_change()
         revision = self.store.revision()
         settings = self.store.settings()
         key = self.store.require_server_key()
         now = time.time()
         table = table_mod.DeviceTable(key.to_base64(), settings.listen_port)
-        sections, conflicts = table_mod.load_rows(table, self.store.peer_rows(), now, endpoints)
+        first = set(ahead)
+        early: list[str] = []
+        later: list[str] = []
+        conflicts = []
+        for row in self.store.peer_rows():
+            if not row.enabled or (row.expires_at is not None and row.expires_at <= now):
+                continue
+            conflict = table.place(row)
+            if conflict is not None:
+                conflicts.append(conflict)
+            else:
+                section = table_mod.peer_conf(row, endpoints.get(row.public_key))
+                (early if row.public_key in first else later).append(section)
         self._say_conflicts(conflicts, table)
         self.table, self.settings, self._key = table, settings, key
         self._revision, self._cursor = revision, cursor
         self._next_expiry = self.store.next_expiry(now)
-        return table_mod.interface_conf(table.private_key, table.listen_port) + "".join(sections)
+        head = table_mod.interface_conf(table.private_key, table.listen_port)
+        return head + "".join(early), ("[Interface]\n" + "".join(later)) if later else ""
 
     def _say_conflicts(self, conflicts: Iterable[table_mod.Conflict], table: table_mod.DeviceTable) -> None:
         for conflict in conflicts:
@@ -398,9 +412,12 @@ class Gateway:
         self.child = link.start_userspace_foreground(self.runner, self.iface)
         return "userspace"
 
-    def _load_device(self, conf: str) -> None:
-        """Key, port, every peer and the endpoints known for them: one `wg setconf` through stdin."""
+    def _load_device(self, conf: str, more: str = "") -> None:
+        """Key, port, peers and the endpoints known for them: one `wg setconf` through stdin (and one `wg addconf`
+        of `more`, when given)."""
         wg.setconf(self.runner, self.iface, conf)
+        if more:
+            wg.addconf(self.runner, self.iface, more)
 
     def _configure_link(self) -> list[Undo]:
         undos = []
@@ -449,12 +466,17 @@ class Gateway:
     def bring_up(self) -> RuntimeState:
         """Create and configure everything; on any failure undo what was done and re-raise.
 
-        The device is loaded in one `wg setconf` with the endpoints where peers were last seen, and the peers that
-        were active when the gateway last went away get a packet at once: their handshake starts now, not when the
-        client gives up on its old session (about 15 s)."""
+        The device is loaded from stdin with the endpoints where peers were last seen: first (`wg setconf`) the
+        peers that were active when the gateway last went away, which get a packet as soon as the link, forwarding,
+        firewall and DNS are there (their handshake starts now, not when the client gives up on its old session,
+        about 15 s later), then (`wg addconf`) all the others."""
         self._refuse_if_running()
         self._saved = self.store.endpoints()
-        conf = self._load({key: endpoint for key, (endpoint, _) in self._saved.items()})
+        active = to_reconnect(self._saved)
+        # The peers that were active go on the device first, with everything they need to carry traffic (link,
+        # forwarding, firewall, DNS), and get their packet; the others follow in one `wg addconf` (at 65,000 peers
+        # wireguard-go takes seconds for them), so an active client waits for none of it.
+        conf, more = self._load({key: endpoint for key, (endpoint, _) in self._saved.items()}, active)
         before = netcfg.read_forwarding(self.runner)
         with RollbackStack(self.log) as stack:
             backend = self._create_link()
@@ -462,9 +484,6 @@ class Gateway:
             self._load_device(conf)
             del conf
             stack.push(self._configure_link())
-            reconnected = self._reconnect(to_reconnect(self._saved))
-            if reconnected:
-                self.log(f"bulwark: started the handshake of {reconnected} peer(s) active before the restart")
             ipv6 = True if self.settings.subnet6 is not None else None
             egress = self.settings.egress_interface
             if ipv6:
@@ -474,6 +493,12 @@ class Gateway:
             dns_undo = self._start_dns()
             if dns_undo is not None:
                 stack.push(dns_undo)
+            reconnected = self._reconnect(active)
+            if reconnected:
+                self.log(f"bulwark: started the handshake of {reconnected} peer(s) active before the restart")
+            if more:
+                wg.addconf(self.runner, self.iface, more)
+                del more
             api_undo = self._start_api()
             if api_undo is not None:
                 stack.push(api_undo)
@@ -687,7 +712,7 @@ class Gateway:
             self.child.stop()
         self.child = link.start_userspace_foreground(self.runner, self.iface)
         known = self._known_endpoints()
-        self._load_device(self._load({key: endpoint for key, (endpoint, _) in known.items()}))
+        self._load_device(*self._load({key: endpoint for key, (endpoint, _) in known.items()}))
         self._configure_link()
         self._reconnect(set(self._seen))
 

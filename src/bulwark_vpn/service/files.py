@@ -158,9 +158,12 @@ def mutate(held: Held, change: Callable[[Store], tuple[T, list[str]]]) -> T:
     items: list[str] = []
     try:
         with store.transaction():
+            before = store.revision()
             result, items = change(store)
             deferred = [RENDER_SERVER] if RENDER_SERVER in items and _server_is_large(held.folder, store) else []
             items = [item for item in items if item not in deferred]
+            if deferred and store.revision() == before:
+                deferred = []  # nothing the server files are made of changed (a no-op init, every `up`)
             if items:
                 staged = stage_items(held.folder, store, items)
                 if staged.pending or staged.removals:
