@@ -120,13 +120,12 @@ def _prepare_up(ctx: Context, interface: str | None, backend: str | None, settin
 
 
 def _dead_gateway(ctx: Context, runner, iface: str):
-    """The runtime state of this folder's gateway on `iface` when its supervisor died (SIGKILL, OOM) and left the
-    device behind; None otherwise."""
-    from bulwark_vpn.dataplane import link
+    """The runtime state of this folder's gateway on `iface` when its supervisor died (SIGKILL, OOM) without taking
+    it down (the device may still run, or have gone with it); None otherwise."""
     from bulwark_vpn.dataplane.gateway import RuntimeState
 
     state = RuntimeState.load(ctx.run_dir, iface)
-    if state is None or state.supervisor_alive() or not link.link_exists(runner, iface):
+    if state is None or state.supervisor_alive():
         return None
     with ctx.open_store(read_only=True) as store:
         return state if state.serves(ctx.config_dir, store.gateway_id()) else None
@@ -241,7 +240,7 @@ def down(ctx: Context, *, interface: object = None) -> DownResult:
             iface = _interface(store, interface)
             check_same_gateway(ctx, store, iface)
         runner = Runner(log=ctx.log)
-        if _dead_gateway(ctx, runner, iface) is not None:
+        if _dead_gateway(ctx, runner, iface) is not None and gateway.link.link_exists(runner, iface):
             # Its supervisor could not note where the peers are: the device it left still knows.
             with ctx.open_store() as store:
                 gateway.save_seen_endpoints(runner, iface, store)
