@@ -126,7 +126,7 @@ def test_every_write_to_a_peer_is_logged_by_name_whoever_writes(tmp_path):
         assert names == ["bob", "alice"] and last > start
         assert store.peer_changes(last) == ([], last)
         store.prune_peer_changes(last)
-        assert store.last_peer_change() == 0 or store.peer_changes(0)[0] == []
+        assert store.peer_changes(0) == ([], 0) and store.last_peer_change() == last  # the position stays
 
 
 def test_endpoints_are_kept_by_public_key_and_forgotten_with_their_peer(tmp_path):
@@ -287,3 +287,30 @@ def test_rows_carry_exactly_the_stored_networks(tmp_path):
         (site,) = list(store.peer_rows(["site"]))
     assert site.routed == ("192.168.77.0/24", "fd77::/64")
     assert all(ipaddress.ip_network(n) for n in site.tunnel_networks())
+
+
+@pytest.mark.parametrize("scale", [3, 4, 6])
+@pytest.mark.parametrize("width", [5, 21])
+def test_png_pixels_are_the_matrix_scaled_inside_its_light_border(scale, width):
+    import random
+    import struct
+    import zlib
+
+    rnd = random.Random(width * scale)
+    modules = bytes(rnd.choice([0xC0, 0xC1, 0x02, 0x03]) for _ in range(width * width))  # bit 0: dark
+    png = qr.matrix_png(modules, width, scale, border=2)
+    side = (width + 4) * scale
+    assert struct.unpack(">II", png[16:24]) == (side, side)
+    stride = (side + 7) // 8 + 1
+    raw = zlib.decompress(png[png.index(b"IDAT") + 4:png.index(b"IEND") - 8])
+    assert len(raw) == stride * side
+    for y in range(side):
+        line = raw[y * stride:(y + 1) * stride]
+        assert line[0] == 0  # no filter
+        bits = "".join(f"{byte:08b}" for byte in line[1:])[:side]
+        expected = ""
+        for x in range(side):
+            my, mx = y // scale - 2, x // scale - 2
+            dark = 0 <= my < width and 0 <= mx < width and modules[my * width + mx] & 1
+            expected += "0" if dark else "1"
+        assert bits == expected, f"row {y}"

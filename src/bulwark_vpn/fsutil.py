@@ -116,6 +116,7 @@ class Staged:
         """Rename every temp over its target, remove the folders listed for removal, then sync (the folders of a
         few files, else everything)."""
         folders: set[str] = set()
+        self.folder._fresh.clear()
         for folder, tmp, name in self.pending:
             dir_fd = self.folder._open_dir(folder, create=False) if folder else self.folder.fd
             os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
@@ -154,6 +155,8 @@ class SafeFolder:
         self.fd = fd
         self._dirs: dict[str, int] = {"": fd}
         self._secured: set[str] = set()
+        # Folders this object made since its last commit: nothing can be in them yet but temp files.
+        self._fresh: set[str] = set()
 
     # -- opening --------------------------------------------------------------------------------------
 
@@ -219,6 +222,7 @@ class SafeFolder:
                 raise
             try:
                 os.mkdir(name, PRIVATE_DIR, dir_fd=parent)
+                self._fresh.add(relative)
             except FileExistsError:
                 pass
             except OSError as exc:
@@ -320,7 +324,7 @@ class SafeFolder:
                 folder = "/".join(parts[:-1])
                 parent = self._open_dir(folder, create=True) if folder else self.fd
                 name = parts[-1]
-                if self._unchanged(parent, name, relative, payload, mode):
+                if folder not in self._fresh and self._unchanged(parent, name, relative, payload, mode):
                     continue
                 # O_EXCL: a leftover of the same name is never written through; the counter makes names unique.
                 tmp = f"{TEMP_PREFIX}{name}-{token}{len(staged.pending):x}"

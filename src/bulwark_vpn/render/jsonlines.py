@@ -38,6 +38,16 @@ def texts(values: list[str]) -> str:
 
 def status_peer(peer: Any) -> str:
     """A `bulwark status --json` peer (a PeerStatus)."""
+    address6, endpoint = peer.address6, peer.endpoint
+    if _PLAIN.fullmatch(f"{peer.name}{peer.public_key}{peer.address4}{address6 or ''}{endpoint or ''}"):
+        # The usual case, with one check for the five strings: nothing in them to escape.
+        six = "null" if address6 is None else f'"{address6}"'
+        seen = "null" if endpoint is None else f'"{endpoint}"'
+        return (f'{{"address4": "{peer.address4}", "address6": {six}, '
+                f'"enabled": {_bool(peer.enabled)}, "endpoint": {seen}, '
+                f'"latest_handshake": {int(peer.latest_handshake)}, "name": "{peer.name}", '
+                f'"online": {_bool(peer.online)}, "public_key": "{peer.public_key}", '
+                f'"rx_bytes": {int(peer.rx_bytes)}, "tx_bytes": {int(peer.tx_bytes)}}}')
     return (f'{{"address4": {text(peer.address4)}, "address6": {text(peer.address6)}, '
             f'"enabled": {_bool(peer.enabled)}, "endpoint": {text(peer.endpoint)}, '
             f'"latest_handshake": {int(peer.latest_handshake)}, "name": {text(peer.name)}, '
@@ -64,6 +74,20 @@ class PeerInfoLines:
     def __call__(self, peer: Any) -> str:
         expires = format_moment(peer.expires_at) if peer.expires_at is not None else None
         keepalive = "null" if peer.keepalive is None else str(int(peer.keepalive))
+        address6, owner = peer.address6, peer.owner
+        if _PLAIN.fullmatch(f"{peer.name}{peer.public_key}{peer.address4}{address6 or ''}{peer.config_filename}"
+                            f"{owner or ''}{expires or ''}"):
+            # The usual case, with one check for the seven strings: nothing in them to escape.
+            six = "null" if address6 is None else f'"{address6}"'
+            owned = "null" if owner is None else f'"{owner}"'
+            until = "null" if expires is None else f'"{expires}"'
+            return (f'{{"address4": "{peer.address4}", "address6": {six}, '
+                    f'"allowed_ips": {self._list(peer.allowed_ips)}, "config_filename": "{peer.config_filename}", '
+                    f'"enabled": {_bool(peer.enabled)}, "expired": {_bool(peer.expired)}, "expires": {until}, '
+                    f'"expires_at": {_number(peer.expires_at)}, "has_private_key": {_bool(peer.has_private_key)}, '
+                    f'"keepalive": {keepalive}, "name": "{peer.name}", "owner": {owned}, '
+                    f'"public_key": "{peer.public_key}", '
+                    f'"server_allowed_ips": {self._list(peer.server_allowed_ips)}}}')
         return (f'{{"address4": {text(peer.address4)}, "address6": {text(peer.address6)}, '
                 f'"allowed_ips": {self._list(peer.allowed_ips)}, "config_filename": {text(peer.config_filename)}, '
                 f'"enabled": {_bool(peer.enabled)}, "expired": {_bool(peer.expired)}, "expires": {text(expires)}, '

@@ -50,8 +50,11 @@ T = TypeVar("T")
 # A server config larger than this (about 1,500 peers) is rewritten by the background renderer, not by the change.
 DEFER_SERVER_BYTES = 256 * 1024
 # The background renderer waits this long after the last change before it renders: a burst of changes costs one
-# rewrite.
-SETTLE_SECONDS = 0.3
+# rewrite; a steady stream of changes gets one at least every MAX_DEFER_SECONDS.
+SETTLE_SECONDS = 0.5
+MAX_DEFER_SECONDS = 5.0
+# It runs at a lower CPU priority than the commands and the data plane (nice, of its thread or process).
+RENDER_NICENESS = 10
 # Peers rendered (and their QR codes encoded) per batch when every peer's files are written.
 BATCH = 1000
 
@@ -380,6 +383,7 @@ def run_background_renderer(ctx: Context, *, settle: float = SETTLE_SECONDS) -> 
     """`bulwark render --background`: hold the render lock (or leave at once: another renderer runs), let changes
     settle, render what is pending, and repeat until nothing is; then check once more after letting go of the
     lock. Returns how many items were finished."""
+    _lower_priority(thread=False)
     lock = RenderLock(ctx.config_dir)
     folder = SafeFolder.open(ctx.config_dir)
     done = 0
@@ -401,6 +405,14 @@ def run_background_renderer(ctx: Context, *, settle: float = SETTLE_SECONDS) -> 
     return done
 
 
+def _lower_priority(*, thread: bool) -> None:
+    """Render at a lower CPU priority than commands and the data plane: Linux keeps a nice value per thread."""
+    with contextlib.suppress(OSError):
+        target = threading.get_native_id() if thread else 0
+        current = os.getpriority(os.PRIO_PROCESS, target)
+        os.setpriority(os.PRIO_PROCESS, target, max(current, RENDER_NICENESS))
+
+
 class SupervisorRenders:
     """The supervisor's share of the journal: it holds the render lock while it runs (so commands start no
     renderer of their own) and finishes deferred items in a thread of its own (rendering 65,000 peers takes a few
@@ -412,7 +424,8 @@ class SupervisorRenders:
         self.lock = RenderLock(ctx.config_dir)
         self.folder = SafeFolder.open(ctx.config_dir)
         self.store = ctx.open_store(read_only=True)  # polled 5 times a second: one connection
-        self._since: float | None = None  # when pending items were first seen
+        self._since: float | None = None  # when the store last changed with items pending
+        self._first: float | None = None  # when pending items were first seen
         self._last_check = 0.0
         self._revision = -1
         self._worker: threading.Thread | None = None
@@ -431,9 +444,11 @@ class SupervisorRenders:
         return self._worker is not None and self._worker.is_alive()
 
     def _flush(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            _lower_priority(thread=True)
         try:
             if flush_deferred(self.ctx, self.folder):
-                self._since = None
+                self._since = self._first = None
         except Exception as exc:  # reported by the loop, which says it once
             self.error = exc
 
@@ -458,13 +473,15 @@ class SupervisorRenders:
         changed, self._revision = revision != self._revision, revision
         pending = bool(self.store.pending_renders())
         if not pending:
-            self._since = None
+            self._since = self._first = None
             return
         if self._since is None or changed:
-            self._since = now  # wait until changes settle
+            self._since = now  # wait until changes settle...
+        if self._first is None:
+            self._first = now  # ...but not longer than MAX_DEFER_SECONDS
         if closing:
             self._flush()
-        elif now - self._since >= SETTLE_SECONDS:
+        elif now - self._since >= SETTLE_SECONDS or now - self._first >= MAX_DEFER_SECONDS:
             self._worker = threading.Thread(target=self._flush, name="bulwark-render", daemon=True)
             self._worker.start()
 

@@ -43,6 +43,7 @@ _SAFE_ADDRESS = re.compile(r"[0-9.]{7,15}")
 # The three checked at once (one match per row of a listing, not three).
 _SAFE_SUMMARY = re.compile(rf"(?:{_SAFE_NAME.pattern})\t(?:{_SAFE_KEY.pattern})\t(?:{_SAFE_ADDRESS.pattern})")
 _SAFE_ADDRESS6 = re.compile(r"[0-9a-f:]{2,39}")
+_SAFE_STATUS = re.compile(rf"{_SAFE_SUMMARY.pattern}\t(?:{_SAFE_ADDRESS6.pattern})?")
 _SAFE_NETWORK = re.compile(r"[0-9.]{7,15}/[0-9]{1,2}|[0-9a-f:]{2,39}/[0-9]{1,3}")
 # What `wg show dump` prints as an endpoint: an IPv4 address or a bracketed IPv6 address, and a port.
 _SAFE_ENDPOINT = re.compile(r"(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|\[[0-9a-fA-F:.]{2,45}\]):[0-9]{1,5}")
@@ -566,10 +567,9 @@ class SQLiteStore(ControlPlane):
     def status_rows(self) -> Iterator[StatusRow]:
         for name, public, address4, address6, enabled in self._conn.execute(
                 "SELECT name, public_key, address4, address6, enabled FROM peers ORDER BY id"):
-            if not (isinstance(name, str) and _SAFE_NAME.fullmatch(name) and isinstance(public, str)
-                    and _SAFE_KEY.fullmatch(public) and isinstance(address4, str)
-                    and _SAFE_ADDRESS.fullmatch(address4)
-                    and (address6 is None or (isinstance(address6, str) and _SAFE_ADDRESS6.fullmatch(address6)))):
+            if not (isinstance(name, str) and isinstance(public, str) and isinstance(address4, str)
+                    and (address6 is None or isinstance(address6, str))
+                    and _SAFE_STATUS.fullmatch(f"{name}\t{public}\t{address4}\t{address6 or ''}")):
                 raise StoreError(f"the store holds a damaged peer '{show_value(name)}'", str(self.path),
                                  RESTORE_HINT)
             yield StatusRow(name, public, address4, address6, bool(enabled))
@@ -591,8 +591,9 @@ class SQLiteStore(ControlPlane):
     def last_peer_change(self) -> int:
         if self._schema_version() < 4:
             return 0
-        row = self._conn.execute("SELECT MAX(seq) FROM peer_changes").fetchone()
-        return int(row[0] or 0)
+        # AUTOINCREMENT keeps the last position in sqlite_sequence, also once the log was pruned.
+        row = self._conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'peer_changes'").fetchone()
+        return int(row[0]) if row is not None else 0
 
     @_translated
     def peer_changes(self, after: int) -> tuple[list[str], int]:
