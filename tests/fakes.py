@@ -2,6 +2,10 @@
 
 - `FakeImds`: EC2's instance metadata service with IMDSv2 session tokens, served on a real socket
   (`serve_imds`), on loopback or inside a test's network namespace.
+- `FakeIpService`: a plain-text "what is my IP" service (checkip.amazonaws.com, api.ipify.org) answering GET /
+  with a body (`serve_ip_service`); `FakeStun`: a STUN server answering Binding requests with a mapped address
+  (`serve_stun`). Both on a real socket, on loopback or inside a namespace; both answer whatever a test sets,
+  hostile answers included.
 - Command shims for what a simulated host cannot do offline, run from a PATH folder (`write_shims`):
   `apt-get` "installs" only packages that dpkg says are really installed, and fails like apt
   otherwise; `systemctl` starts a unit the way systemd would: its clean environment (Environment=,
@@ -21,13 +25,16 @@ simulated host, so this module imports the standard library only.
 from __future__ import annotations
 
 import ctypes
+import ipaddress
 import json
 import os
 import re
 import secrets
 import shlex
 import signal
+import socket
 import socketserver
+import struct
 import subprocess
 import sys
 import threading
@@ -58,6 +65,8 @@ class FakeImds:
     tokens: dict[str, float] = field(default_factory=dict)
     requests: list[tuple[str, str, bool]] = field(default_factory=list)
     url: str = ""
+    # A token text to issue instead of a random one (a hostile or broken metadata service).
+    forced_token: str | None = None
 
 
 def _imds_handler(imds: FakeImds) -> type[BaseHTTPRequestHandler]:
@@ -81,7 +90,7 @@ def _imds_handler(imds: FakeImds) -> type[BaseHTTPRequestHandler]:
             if not ttl.isdigit() or not 1 <= int(ttl) <= 21600 or self.headers.get("X-Forwarded-For"):
                 self._reply(400)
                 return
-            token = secrets.token_urlsafe(24)
+            token = imds.forced_token if imds.forced_token is not None else secrets.token_urlsafe(24)
             imds.tokens[token] = time.monotonic() + int(ttl)
             self._reply(200, token)
 
@@ -160,6 +169,133 @@ def serve_imds(imds: FakeImds, host: str = "127.0.0.1", port: int = 0, netns: st
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+# --- fake "what is my IP" service -------------------------------------------------------------------------
+
+
+@dataclass
+class FakeIpService:
+    """A plain-text "what is my IP" service: GET / answers `status` with `body` (the address and a newline, as
+    checkip.amazonaws.com does). `requests` counts the GETs served."""
+
+    body: str = "203.0.113.7\n"
+    status: int = 200
+    requests: int = 0
+    url: str = ""
+
+
+def _ip_service_handler(service: FakeIpService) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            service.requests += 1
+            data = service.body.encode("utf-8", "surrogatepass")
+            self.send_response(service.status)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    return Handler
+
+
+@contextmanager
+def serve_ip_service(service: FakeIpService, host: str = "127.0.0.1", port: int = 0,
+                     netns: str | None = None) -> Iterator[FakeIpService]:
+    """Serve `service` over HTTP on host:port (inside network namespace `netns` when given); sets `service.url`."""
+
+    def build() -> ThreadingHTTPServer:
+        return _HttpServer((host, port), _ip_service_handler(service))
+
+    server = _in_netns(netns, build) if netns else build()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    shown = f"[{host}]" if ":" in host else host
+    service.url = f"http://{shown}:{server.server_address[1]}/"
+    try:
+        yield service
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+# --- fake STUN server ------------------------------------------------------------------------------------
+
+STUN_MAGIC_COOKIE = 0x2112A442
+
+
+@dataclass
+class FakeStun:
+    """A STUN server (RFC 5389): a Binding request gets a success response with XOR-MAPPED-ADDRESS, or with
+    `raw_mapped` as the attribute's value bytes when a test sets it (family, port and address bytes of its choice).
+    `seen` counts the requests."""
+
+    mapped: str = "203.0.113.7"
+    port: int = 40000
+    raw_mapped: bytes | None = None
+    seen: int = 0
+    server: str = ""
+
+
+def stun_success(txid: bytes, address: str, port: int) -> bytes:
+    """A Binding success response carrying XOR-MAPPED-ADDRESS, as a STUN server sends it."""
+    ip = ipaddress.ip_address(address)
+    mask = struct.pack("!I", STUN_MAGIC_COOKIE) + (txid if ip.version == 6 else b"")
+    raw = bytes(a ^ b for a, b in zip(ip.packed, mask, strict=True))
+    value = struct.pack("!BBH", 0, 1 if ip.version == 4 else 2, port ^ (STUN_MAGIC_COOKIE >> 16)) + raw
+    return stun_message(txid, value)
+
+
+def stun_message(txid: bytes, xor_mapped_value: bytes) -> bytes:
+    attr = struct.pack("!HH", 0x0020, len(xor_mapped_value)) + xor_mapped_value + b"\0" * (-len(xor_mapped_value) % 4)
+    return struct.pack("!HHI12s", 0x0101, len(attr), STUN_MAGIC_COOKIE, txid) + attr
+
+
+@contextmanager
+def serve_stun(stun: FakeStun, host: str = "127.0.0.1", netns: str | None = None) -> Iterator[FakeStun]:
+    """Answer STUN Binding requests on host:random-port (inside `netns` when given); sets `stun.server`."""
+
+    def build() -> socket.socket:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((host, 0))
+        sock.settimeout(0.05)
+        return sock
+
+    sock = _in_netns(netns, build) if netns else build()
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                data, peer = sock.recvfrom(2048)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if len(data) < 20:
+                continue
+            kind, _, cookie, txid = struct.unpack("!HHI12s", data[:20])
+            if kind != 0x0001 or cookie != STUN_MAGIC_COOKIE:
+                continue
+            stun.seen += 1
+            reply = (stun_message(txid, stun.raw_mapped) if stun.raw_mapped is not None
+                     else stun_success(txid, stun.mapped, stun.port))
+            sock.sendto(reply, peer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    port = sock.getsockname()[1]
+    stun.server = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        yield stun
+    finally:
+        stop.set()
+        thread.join(2)
+        sock.close()
 
 
 # --- read-only file systems ----------------------------------------------------------------------------

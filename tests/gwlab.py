@@ -44,6 +44,10 @@ class Lab:
         target = ns or self.server
         return bulwark(*args, "--config-dir", str(self.config), netns=target.name, check=check)
 
+    def bulwark_input(self, *args: str, text: str) -> subprocess.CompletedProcess:
+        """The real command with `text` on its stdin (a password), in the server namespace."""
+        return bulwark(*args, "--config-dir", str(self.config), netns=self.server.name, input=text)
+
     def init(self, *args: str) -> None:
         self.bulwark("init", "--server-url", SERVER_WAN, "--interface", self.iface, *args)
 

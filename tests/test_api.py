@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -26,13 +27,16 @@ OTHER = "another long passphrase 42"
 class Gateway:
     """A provisioned folder, its app, and helpers to sign in as its users."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, template: Path | None = None) -> None:
         self.config = root / "c"
         self.ctx = service.Context(self.config, run_dir=TEST_RUN_DIR)
-        service.init_from_sources(self.ctx, flags={"server_url": "vpn.example.com"}, peers="shared")
-        accounts.add_user(self.ctx, accounts.AddUserRequest.parse("boss", role="admin", password=PASSWORD))
-        accounts.add_user(self.ctx, accounts.AddUserRequest.parse("alice", password=PASSWORD, peer_limit=3))
-        accounts.add_user(self.ctx, accounts.AddUserRequest.parse("bob", password=OTHER))
+        if template is not None:  # a copy of a folder made as below (three password hashes cost seconds)
+            shutil.copytree(template, self.config, symlinks=True)
+        else:
+            service.init_from_sources(self.ctx, flags={"server_url": "vpn.example.com"}, peers="shared")
+            accounts.add_user(self.ctx, accounts.AddUserRequest.parse("boss", role="admin", password=PASSWORD))
+            accounts.add_user(self.ctx, accounts.AddUserRequest.parse("alice", password=PASSWORD, peer_limit=3))
+            accounts.add_user(self.ctx, accounts.AddUserRequest.parse("bob", password=OTHER))
         self.app = create_app(lambda: service.Context(self.config, run_dir=TEST_RUN_DIR))
 
     def client(self) -> TestClient:
@@ -52,9 +56,14 @@ class Gateway:
         return {"Authorization": f"Bearer {made.token.reveal()}"}
 
 
+@pytest.fixture(scope="module")
+def _template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return Gateway(tmp_path_factory.mktemp("template")).config
+
+
 @pytest.fixture
-def gw(tmp_path: Path) -> Gateway:
-    return Gateway(tmp_path)
+def gw(tmp_path: Path, _template: Path) -> Gateway:
+    return Gateway(tmp_path, _template)
 
 
 def _is_error(answer, status: int, code: str) -> None:
@@ -320,3 +329,62 @@ def test_no_secret_reaches_a_log_line(gw: Gateway, caplog) -> None:
     text = "\n".join(r.getMessage() for r in caplog.records)
     for secret in (PASSWORD, token, private, boss.cookies.get("bulwark_session") or "x" * 40, csrf["X-CSRF-Token"]):
         assert secret not in text
+
+
+def test_status_lists_only_the_named_peers_and_counts_what_the_caller_may_see(gw: Gateway) -> None:
+    boss, csrf = gw.signed_in("boss")
+    assert boss.post("/api/v1/peers", json={"names": ["p1", "p2", "p3"]}, headers=csrf).status_code == 201
+    alice, alice_csrf = gw.signed_in("alice")
+    assert alice.post("/api/v1/peers", json={"names": ["alice-phone"]}, headers=alice_csrf).status_code == 201
+    everything = boss.get("/api/v1/status").json()
+    assert len(everything["peers"]) == everything["peers_total"] == 5 and everything["peers_online"] == 0
+    page = boss.get("/api/v1/status", params={"name": ["p3", "shared", "nosuchpeer"]}).json()
+    assert [p["name"] for p in page["peers"]] == ["p3", "shared"] and page["peers_total"] == 5
+    summary = boss.get("/api/v1/status", params={"summary": "true"}).json()
+    assert summary["peers"] == [] and summary["peers_total"] == 5
+    assert summary["interface"] == everything["interface"] and summary["up"] is False
+    # A user: their own peers only, in the list and in the counts; another user's name is simply absent.
+    own = alice.get("/api/v1/status").json()
+    assert [p["name"] for p in own["peers"]] == ["alice-phone"] and own["peers_total"] == 1
+    assert alice.get("/api/v1/status", params={"name": ["shared", "p1"]}).json()["peers"] == []
+    assert [p["name"] for p in alice.get("/api/v1/status", params={"name": "alice-phone"}).json()["peers"]] == [
+        "alice-phone"]
+    _is_error(boss.get("/api/v1/status", params={"name": "bad name\n"}), 422, "invalid_value")
+
+
+def test_the_listening_sockets_turn_nagle_off() -> None:
+    """asyncio sets TCP_NODELAY only on sockets whose proto says TCP; without it a kept-alive connection (a
+    browser's) waited 40 ms for the delayed ACK on every response (bench/web.py showed 44 ms per static file)."""
+    import socket
+
+    from bulwark_vpn.web.server import Listen, _socket
+
+    sock = _socket(Listen("127.0.0.1", 0))
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        sock.settimeout(5)
+        client = socket.create_connection(sock.getsockname()[:2], timeout=5)
+        accepted, _ = sock.accept()
+        with client, accepted:
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        sock.close()
+
+
+def test_metrics_answer_loopback_and_metrics_tokens_only(gw: Gateway) -> None:
+    def peers_in(answer) -> set[str]:
+        assert answer.status_code == 200, answer.text
+        return set(re.findall(r'bulwark_peer_enabled\{[^}]*peer="([^"]+)"', answer.text))
+
+    # From this host's loopback, no token: every peer.
+    loopback = TestClient(gw.app, base_url="http://testserver", client=("127.0.0.1", 40000))
+    assert peers_in(loopback.get("/metrics")) == {"shared"}
+    # An admin's token with the metrics scope alone, or an admin token: every peer.
+    assert peers_in(gw.client().get("/metrics", headers=gw.token("metrics"))) == {"shared"}
+    assert peers_in(gw.client().get("/metrics", headers=gw.token("admin"))) == {"shared"}
+    # A read token is not a metrics token; from anywhere else, no token is refused.
+    _is_error(gw.client().get("/metrics", headers=gw.token("read")), 403, "forbidden")
+    _is_error(gw.client().get("/metrics"), 401, "unauthenticated")
+    # The loopback actor reads metrics and nothing else.
+    _is_error(loopback.get("/api/v1/status"), 401, "unauthenticated")

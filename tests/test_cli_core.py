@@ -88,6 +88,7 @@ def test_ipv6_server_url_is_bracketed_and_dual_stack(tmp_path):
     assert [str(a) for a in server.interface.addresses] == ["10.13.13.1/24", "fd13:13:13::1/64"]
 
 
+@pytest.mark.slow
 def test_300_peers_in_a_slash_16_get_distinct_addresses(tmp_path):
     config = tmp_path / "c"
     bulwark("init", "--config-dir", str(config), "--server-url", "vpn.example.com",
@@ -410,3 +411,19 @@ def test_kubernetes_secret_holds_a_consistent_store_snapshot(tmp_path):
     assert {r[0] for r in conn.execute("SELECT name FROM peers")} == {"a", "b"}
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
+
+
+def test_status_of_named_peers_lists_those_and_refuses_an_unknown_name(tmp_path):
+    config = tmp_path / "config"
+    _init_linuxserver_style(config, PEERS="3")
+    # The gateway is down: exit 1, but the named peers are still listed from the store.
+    shown = bulwark("status", "--config-dir", str(config), "--json", "peer3", "peer1", check=False)
+    assert shown.returncode == 1
+    report = json.loads(shown.stdout)
+    assert sorted(p["name"] for p in report["peers"]) == ["peer1", "peer3"]
+    assert report["peers_total"] == 3
+    unknown = bulwark("status", "--config-dir", str(config), "peer1", "nobody", check=False)
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip() == "bulwark: no such peer: 'nobody': see 'bulwark peer list'"
+    bad = bulwark("status", "--config-dir", str(config), "a\nb", check=False)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1

@@ -2,12 +2,17 @@
 its own (a network namespace where podman runs; see tests/podman.py).
 
 - The image is built from this repository's Dockerfile on a local debian:bookworm-slim, and holds every
-  tool a user needs in under 150 MB.
+  tool a user needs, and the API, in under 150 MB: every module of Bulwark imports in it, from compiled
+  files, and no dependency misses a source it reads.
 - The notes' `docker run` line (PEERS=leo_mac, SERVERPORT=51821 for `-p 51821:51820/udp`, the /config
   volume, the src_valid_mark sysctl) runs with podman, plus `--device /dev/net/tun` (podman's default
   capabilities have no MKNOD). A wg-quick client in another namespace connects through the published port
   and reaches the gateway and a private host behind it: a container on the gateway's own network that
   the client cannot reach without the tunnel. A peer added with `exec` applies live while pings flow.
+- The API, served by default, answers a connected client through the tunnel (a peer made over it applies
+  live) and nothing on the container host's network without it, not even with a route to the tunnel
+  subnet through the container; `BULWARK_SERVE=false` turns it off, and `bulwark serve` with TLS in the
+  gateway's network namespace publishes it on purpose.
 - `podman stop` leaves no link, table or process; a restart on the same volume keeps every key and
   address, and the client reconnects with its config untouched.
 - The image's HEALTHCHECK reports healthy while the tunnel is up and unhealthy when its data plane is
@@ -26,8 +31,9 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,6 +129,12 @@ class Site:
         _wait_for(up, timeout, f"{container} up", lambda: self.logs(container))
         return status
 
+    def wait_for_api(self, container: str, timeout: float = 20) -> None:
+        """Until the API answers on the container's loopback, asked as the docs say (`exec ... curl`)."""
+        argv = ("exec", container, "curl", "-fsS", "--max-time", "2", "http://127.0.0.1:8080/api/v1/health")
+        _wait_for(lambda: self.podman(*argv, check=False).stdout.strip() == '{"ok":true}', timeout,
+                  f"the API of {container}", lambda: self.logs(container))
+
     def logs(self, container: str) -> str:
         shown = self.podman("logs", container, check=False)
         return shown.stdout + shown.stderr
@@ -153,8 +165,10 @@ def site(engine: Engine, image: str, netns_factory: NetnsFactory) -> Iterator[Si
         engine.clear(host)
 
 
-def notes_run_line(site: Site, name: str, config: Path, *, device: bool = True, detach: bool = True) -> list[str]:
-    """The notes' `docker run` line (SERVERPORT as the published port), with this test's names.
+def notes_run_line(site: Site, name: str, config: Path, *, device: bool = True, detach: bool = True,
+                   extra: Sequence[str] = ()) -> list[str]:
+    """The notes' `docker run` line (SERVERPORT as the published port), with this test's names, plus `extra`
+    options.
 
     Added: `--device /dev/net/tun` (podman's default capabilities lack MKNOD) and `--network`. On a host
     without /lib/modules (such as this one) an empty folder stands in: Docker would create the missing
@@ -173,11 +187,11 @@ def notes_run_line(site: Site, name: str, config: Path, *, device: bool = True, 
             "--sysctl=net.ipv4.conf.all.src_valid_mark=1"]
     if device:
         argv.append("--device=/dev/net/tun")
-    return [*argv, f"--network={site.network}", IMAGE]
+    return [*argv, *extra, f"--network={site.network}", IMAGE]
 
 
-def start_gateway(site: Site, name: str, config: Path) -> dict[str, Any]:
-    site.podman(*notes_run_line(site, name, config))
+def start_gateway(site: Site, name: str, config: Path, extra: Sequence[str] = ()) -> dict[str, Any]:
+    site.podman(*notes_run_line(site, name, config, extra=extra))
     return site.wait_up(name)
 
 
@@ -207,15 +221,44 @@ def _child(pid: int, comm: str) -> int:
 # --- the image --------------------------------------------------------------------------------------------
 
 
+# Run in the image: import every module of Bulwark (the API's included), recording every source file read
+# through linecache (inspect.getsource's funnel) and every imported module that would be compiled at each
+# start because it has no compiled file. Prints a JSON summary; a module that fails to import fails the run.
+IMPORT_EVERY_MODULE = """
+import importlib, json, linecache, os, pathlib, sys
+import bulwark_vpn
+root = pathlib.Path(bulwark_vpn.__file__).parent
+names = []
+for path in sorted(root.rglob("*.py")):
+    parts = path.relative_to(root.parent).with_suffix("").parts
+    parts = parts[:-1] if parts[-1] == "__init__" else parts
+    if parts[-1] != "__main__":
+        names.append(".".join(parts))
+read = []
+update = linecache.updatecache
+linecache.updatecache = lambda name, module_globals=None: (read.append(name), update(name, module_globals))[1]
+for name in names:
+    importlib.import_module(name)
+linecache.updatecache = update
+specs = [m.__spec__ for m in list(sys.modules.values()) if getattr(m, "__spec__", None)]
+uncompiled = sorted(s.name for s in specs if s.has_location and s.origin.endswith(".py")
+                    and not (s.cached and os.path.exists(s.cached)))
+print(json.dumps({"modules": names, "loaded": len(sys.modules), "sources_missing":
+                  [n for n in read if not (n.endswith(".py") and os.path.exists(n))], "uncompiled": uncompiled}))
+"""
+
+
 def test_image_is_small_and_has_every_tool_a_user_needs(site: Site) -> None:
     size = int(site.podman("image", "inspect", IMAGE, "--format", "{{.Size}}").stdout)
-    tools = ("bulwark", "wg", "wg-quick", "wireguard-go", "nft", "qrencode", "ip", "ss", "sysctl", "ping", "bash")
+    tools = ("bulwark", "wg", "wg-quick", "wireguard-go", "nft", "qrencode", "ip", "ss", "sysctl", "ping", "bash",
+             "curl")
     script = (
         f"for t in {' '.join(tools)}; do command -v $t >/dev/null || echo missing: $t; done\n"
         # The DNS forwarder and the QR codes come from the package itself.
         "python3 -c 'import bulwark_vpn.dataplane.dns, dnslib, segno, cryptography, yaml' || echo missing: python\n"
         # No build tooling or caches in the final stage.
-        "for p in /opt/bulwark/bin/pip /usr/bin/strip /var/lib/apt/lists/partial /root/.cache/pip; do\n"
+        "for p in /opt/bulwark/bin/pip /usr/bin/strip /var/lib/apt/lists/partial /root/.cache/pip \\\n"
+        "    /tmp/trim_python.py; do\n"
         "  [ -e $p ] && echo leftover: $p; done\n"
         "ls /var/lib/apt/lists /var/cache/apt/archives | grep -q '\\.deb$\\|_Packages' && echo leftover: apt\n"
         "bulwark --help >/dev/null || echo broken: bulwark\n"
@@ -227,7 +270,20 @@ def test_image_is_small_and_has_every_tool_a_user_needs(site: Site) -> None:
     assert inspected["Healthcheck"]["Test"] == ["CMD", "bulwark", "status", "--json"]  # Docker's format keeps it
     assert config["Entrypoint"] == ["bulwark"] and config["Cmd"] == ["up", "--foreground"]
     assert size < IMAGE_SIZE_LIMIT, f"the image is {size / 1e6:.1f} MB"
-    print(f"image {size / 1e6:.1f} MB; timings: {site.engine.timings}")
+
+    # The trimmed Python still has everything Bulwark imports: every module of the package (the API, its
+    # pages and the DNS forwarder included) imports, no dependency reads a source the trimming removed, and
+    # every module loaded runs from a compiled file (nothing is compiled again at each start).
+    imported = site.podman("run", "--rm", "--network=none", "--entrypoint", "python3", IMAGE, "-c",
+                           IMPORT_EVERY_MODULE, check=False)
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    found = json.loads(imported.stdout)
+    assert {"bulwark_vpn.web.app", "bulwark_vpn.web.server", "bulwark_vpn.dataplane.dns", "bulwark_vpn.cli"} <= set(
+        found["modules"]) and len(found["modules"]) > 70, found["modules"]
+    assert found["sources_missing"] == [], found["sources_missing"]
+    assert found["uncompiled"] == [], found["uncompiled"]
+    print(f"image {size / 1e6:.1f} MB; {len(found['modules'])} modules of Bulwark import ({found['loaded']} "
+          f"loaded); timings: {site.engine.timings}")
 
 
 # --- the notes' docker run line ---------------------------------------------------------------------------
@@ -280,6 +336,158 @@ def test_without_the_tun_device_the_gateway_says_what_to_pass(site: Site) -> Non
     assert "[#] mknod -m 0600 /dev/net/tun c 10 200" in output
     assert "pass the device (docker run --device /dev/net/tun)" in output, output
     assert "Traceback" not in output
+
+
+# --- the API in the container ----------------------------------------------------------------------------
+
+API = f"http://{TUNNEL_SERVER}:8080"
+PASSWORD = "correct horse battery staple"
+# One HTTP request, made by this machine's Python from inside a namespace; prints the status (0: no answer)
+# and the body. The token reaches it through argv of this helper, never of Bulwark.
+HTTP = """
+import json, ssl, sys, urllib.error, urllib.request
+method, url, token, body, cafile, timeout = sys.argv[1:7]
+data = body.encode() if body else None
+request = urllib.request.Request(url, data=data, method=method)
+if token:
+    request.add_header("Authorization", "Bearer " + token)
+if data:
+    request.add_header("Content-Type", "application/json")
+context = ssl.create_default_context(cafile=cafile) if cafile else None
+try:
+    with urllib.request.urlopen(request, timeout=float(timeout), context=context) as answer:
+        print(answer.status); sys.stdout.write(answer.read().decode())
+except urllib.error.HTTPError as error:
+    print(error.code); sys.stdout.write(error.read().decode())
+except OSError as error:
+    print(0); sys.stdout.write(str(error))
+"""
+
+
+def call(ns: Netns, method: str, url: str, token: str = "", body: object = None, cafile: Path | None = None,
+         timeout: float = 3) -> tuple[int, str]:
+    """(status, body) of one request from inside `ns`; status 0 when nothing answered within `timeout`."""
+    argv = [sys.executable, "-c", HTTP, method, url, token, json.dumps(body) if body is not None else "",
+            str(cafile or ""), str(timeout)]
+    result = ns.run(argv, check=False, timeout=timeout + 20)
+    status, _, text = result.stdout.decode().partition("\n")
+    return int(status or 0), text
+
+
+def _admin_token(site: Site, container: str) -> str:
+    """The first admin, made as the docs say (`exec ... user add --password-stdin`), and an admin token."""
+    site.podman("exec", "-i", container, "bulwark", "user", "add", "boss", "--admin", "--password-stdin",
+                input=PASSWORD + "\n")
+    created = site.podman("exec", container, "bulwark", "token", "create", "--name", "ci", "--scope", "admin",
+                          "--user", "boss")
+    return created.stdout.strip()
+
+
+def _listening(site: Site, container: str) -> str:
+    return site.podman("exec", container, "ss", "-Hltn").stdout
+
+
+def test_the_api_is_served_through_the_tunnel_only(site: Site) -> None:
+    config = site.factory.tmpdir() / "config"
+    config.mkdir()
+    gateway = site.name("gw")
+    start_gateway(site, gateway, config)
+    site.wait_for_api(gateway)
+    # The notes' line publishes the WireGuard port only; the API listens on the loopback and the tunnel address.
+    assert site.podman("port", gateway).stdout.split() == ["51820/udp", "->", "0.0.0.0:51821"]
+    listening = _listening(site, gateway)
+    assert "127.0.0.1:8080" in listening and f"{TUNNEL_SERVER}:8080" in listening, listening
+    assert "0.0.0.0:8080" not in listening and "*:8080" not in listening, listening
+
+    # Without the tunnel, nothing on the container host's network reaches it: not the client, on the host's
+    # published address or the tunnel address, and not the container host itself, even with a route to the
+    # tunnel subnet through the gateway container (ping shows that route works: only the API port is closed).
+    assert call(site.client, "GET", f"http://{HOST}:8080/api/v1/health")[0] == 0
+    assert call(site.client, "GET", f"{API}/api/v1/health")[0] == 0
+    site.host.ip("route", "add", "10.13.13.0/24", "via", site.container_ip(gateway))
+    assert site.host.ping(TUNNEL_SERVER), "the route to the tunnel address through the container"
+    assert call(site.host, "GET", f"{API}/api/v1/health")[0] == 0
+    assert call(site.host, "GET", f"http://{site.container_ip(gateway)}:8080/api/v1/health")[0] == 0
+
+    # The first admin and a token, through exec; then a connected client uses the API through the tunnel.
+    token = _admin_token(site, gateway)
+    assert token.startswith("bwk_")
+    site.factory.wg_quick_up(site.client, site.client_config(gateway, f"{HOST}:51821"))
+    status, body = call(site.client, "GET", f"{API}/api/v1/health")
+    assert (status, json.loads(body)) == (200, {"ok": True}), body
+    assert call(site.client, "POST", f"{API}/api/v1/peers", "", {"names": ["eve"]})[0] == 401
+    status, body = call(site.client, "POST", f"{API}/api/v1/peers", token, {"names": ["bob"]})
+    assert status == 201, body
+    # The peer is live on the device and in the /config volume, and the container is still healthy.
+    assert "10.13.13.3/32" in site.podman("exec", gateway, "wg", "show", "wg0", "allowed-ips").stdout
+    assert (config / "peer_bob" / "peer_bob.conf").exists()
+    status, text = call(site.client, "GET", f"{API}/api/v1/peers/bob/config", token)
+    assert status == 200 and text.startswith("[Interface]"), text
+    # From the container host, as the docs say: curl in the container, the header (token) on its stdin.
+    listed = site.podman("exec", "-i", gateway, "curl", "-fsS", "-H", "@-", "http://127.0.0.1:8080/api/v1/peers",
+                         input=f"Authorization: Bearer {token}\n")
+    assert sorted(p["name"] for p in json.loads(listed.stdout)["peers"]) == ["bob", "leo_mac"], listed.stdout
+    checked = site.podman("healthcheck", "run", gateway, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "Traceback" not in site.logs(gateway)
+
+
+def _self_signed(folder: Path, address: str) -> tuple[Path, Path]:
+    """A self-signed certificate for `address` and its key, as PEM files (the key mode 0600)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, address)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    folder.mkdir(mode=0o700, exist_ok=True)
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.touch(mode=0o600)
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+def test_serve_false_turns_the_api_off_and_a_deliberate_tls_listener_publishes_it(site: Site) -> None:
+    config = site.factory.tmpdir() / "config"
+    config.mkdir()
+    gateway = site.name("gw")
+    # The documented way to publish the API: the gateway's own API off, its network namespace publishing
+    # 8443/tcp, and `bulwark serve` with TLS in a second container on that namespace and the same volume.
+    start_gateway(site, gateway, config, extra=["-e", "BULWARK_SERVE=false", "-p", "8443:8443/tcp"])
+    assert ":8080" not in _listening(site, gateway)
+    iface = site.factory.wg_quick_up(site.client, site.client_config(gateway, f"{HOST}:51821"))
+    assert site.reaches(TUNNEL_SERVER)
+    assert call(site.client, "GET", f"{API}/api/v1/health")[0] == 0, "closed through the tunnel"
+    site.factory.wg_quick_down(iface)
+    token = _admin_token(site, gateway)
+
+    tls = site.factory.tmpdir() / "tls"
+    cert, _ = _self_signed(tls, HOST)
+    api = site.name("api")
+    site.podman("run", "-d", "--rm", f"--name={api}", f"--network=container:{gateway}", "-v", f"{config}:/config",
+                "-v", f"{tls}:/tls:ro", IMAGE, "serve", "--listen", "0.0.0.0:8443", "--tls-cert", "/tls/cert.pem",
+                "--tls-key", "/tls/key.pem")
+    url = f"https://{HOST}:8443/api/v1"
+    _wait_for(lambda: call(site.client, "GET", f"{url}/health", cafile=cert)[0] == 200, 30, "the TLS listener",
+              lambda: site.logs(api))
+    status, body = call(site.client, "GET", f"{url}/peers", token, cafile=cert)
+    assert status == 200 and [p["name"] for p in json.loads(body)["peers"]] == ["leo_mac"], body
+    # Plain HTTP on that port, and the gateway's own API port, get nothing.
+    assert call(site.client, "GET", f"http://{HOST}:8443/api/v1/health")[0] == 0
+    assert call(site.client, "GET", f"http://{HOST}:8080/api/v1/health")[0] == 0
 
 
 # --- stop and restart -------------------------------------------------------------------------------------

@@ -171,6 +171,7 @@ CLEAN: dict[str, tuple[str, dict[str, Any]]] = {
     "allowed_ips": ("10.0.0.0/8, 192.168.0.0/16", {}),
     "keepalive_peers": ("leo_mac", {}),
     "log_confs": ("true", {}),
+    "serve": ("false", {}),
     "peer_to_peer": ("true", {}),
     "lan_to_peers": ("true", {}),
     "host_access": ("true", {}),

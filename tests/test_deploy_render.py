@@ -179,7 +179,10 @@ def test_from_settings_keeps_a_moved_listen_port_for_clients() -> None:
 
 
 def test_open_exposures_are_carried_to_the_deployed_gateway_and_closed_ones_say_nothing() -> None:
-    assert not any(k.startswith("BULWARK_") for k in DeployOptions.from_settings(Settings()).environment())
+    env = DeployOptions.from_settings(Settings()).environment()
+    # The API is served by default (to peers and the loopback only); no exposure is opened.
+    assert {k for k in env if k.startswith("BULWARK_")} == {"BULWARK_SERVE"} and env["BULWARK_SERVE"] == "true"
+    assert DeployOptions.from_settings(Settings(), serve=False).environment()["BULWARK_SERVE"] == "false"
     settings = Settings(peer_to_peer=True, host_access=True, dns_clients=(ipaddress.ip_network("10.0.1.0/24"),))
     env = DeployOptions.from_settings(settings).environment()
     assert env["BULWARK_PEER_TO_PEER"] == "true" and env["BULWARK_HOST_ACCESS"] == "true"
@@ -672,14 +675,14 @@ def test_cloud_init_writes_the_files_then_runs_the_bootstrap() -> None:
 def test_bootstrap_installs_bulwark_and_enables_the_unit() -> None:
     script = render_bootstrap_script(DEFAULT)
     subprocess.run(["sh", "-n"], input=script, text=True, check=True)
-    assert "pip install --no-cache-dir --upgrade 'bulwark-vpn==0.1.0'" in script
+    assert "pip install --no-cache-dir --upgrade 'bulwark-vpn[web]==0.1.0'" in script
     assert "<<" not in script and "cat >" not in script  # files come from write_files, never a heredoc
     assert script.rstrip().endswith("systemctl enable --now bulwark.service")
 
 
 def test_bootstrap_installs_a_given_wheel() -> None:
     script = render_bootstrap_script(CUSTOM_AWS)
-    assert "'https://files.example.org/bulwark_vpn-0.1.0-py3-none-any.whl'" in script
+    assert "'bulwark-vpn[web] @ https://files.example.org/bulwark_vpn-0.1.0-py3-none-any.whl'" in script
     env = _write_files(CUSTOM_AWS)["/etc/bulwark.env"]["content"]
     assert 'ALLOWEDIPS="10.0.0.0/8, 192.168.0.0/16, 172.31.0.0/16"' in env
     assert "ln -sf" not in script  # ExecStart already points into the venv

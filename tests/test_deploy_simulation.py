@@ -87,7 +87,7 @@ def _field(config: str, name: str) -> str:
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A wheel of this repository plus wheels of its dependencies: the package index, offline."""
     out = tmp_path_factory.mktemp("wheelhouse")
-    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(out), str(REPO)],
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(out), f"{REPO}[web]"],
                             capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, f"building the wheelhouse failed:\n{result.stderr}"
     assert list(out.glob("bulwark_vpn-*.whl")), sorted(p.name for p in out.iterdir())
@@ -321,7 +321,7 @@ EXPECTED_TRACE = [
     "+ apt-get update",
     "+ apt-get install -y --no-install-recommends python3-venv wireguard-tools wireguard-go nftables iproute2",
     "+ python3 -m venv /opt/bulwark",
-    "+ /opt/bulwark/bin/pip install --no-cache-dir --upgrade bulwark-vpn==0.1.0",
+    "+ /opt/bulwark/bin/pip install --no-cache-dir --upgrade bulwark-vpn[web]==0.1.0",
     "+ mkdir -p /usr/local/bin",
     "+ ln -sf /opt/bulwark/bin/bulwark /usr/local/bin/bulwark",
     "+ install -d -m 0700 /etc/bulwark",
@@ -367,7 +367,7 @@ def test_ec2_first_boot_of_a_hostile_looking_store_runs_only_its_own_commands(
             def peers_up() -> bool:
                 assert not instance.path(f"/run/systemd-shim/{UNIT}.result").exists(), instance.logs()
                 shown = instance.run("/usr/local/bin/bulwark", "peer", "list", "--json")
-                listed[:] = [p["name"] for p in json.loads(shown.stdout)] if shown.returncode == 0 else []
+                listed[:] = [p["name"] for p in json.loads(shown.stdout)["peers"]] if shown.returncode == 0 else []
                 return len(listed) == len(HOSTILE_PEERS)
 
             _wait_for(peers_up, 30, "bulwark up under systemd with its peers", instance.logs)
@@ -428,7 +428,11 @@ def _exec_form(args: str) -> list[str]:
 
 
 def parse_dockerfile(text: str) -> Stage:
-    """The final stage of a Dockerfile: ENV (expanded as Docker does), ENTRYPOINT, CMD, apt packages, COPYs."""
+    """The final stage of a Dockerfile: ENV (expanded as Docker does), ENTRYPOINT, CMD, apt packages, COPYs.
+
+    `FROM scratch` starts with no environment; `COPY --from=STAGE / /` brings that stage's whole file system
+    (its packages and its own COPYs) into the stage.
+    """
     stages: dict[str, Stage] = {}
     current = Stage()
     for keyword, args in _instructions(text):
@@ -436,7 +440,7 @@ def parse_dockerfile(text: str) -> Stage:
             words = args.split()
             base = stages.get(words[0])
             current = Stage(dict(base.env), list(base.entrypoint), list(base.cmd), list(base.apt_packages),
-                            list(base.copied)) if base else Stage()
+                            list(base.copied)) if base else Stage(env={}) if words[0] == "scratch" else Stage()
             if len(words) == 3 and words[1].upper() == "AS":
                 stages[words[2]] = current
         elif keyword == "ENV":
@@ -452,7 +456,11 @@ def parse_dockerfile(text: str) -> Stage:
                 current.apt_packages += [w for w in group.split() if not w.startswith("-")]
         elif keyword == "COPY" and args.startswith("--from="):
             source_stage, source, destination = args.removeprefix("--from=").split()
-            current.copied.append((source_stage, source, destination))
+            if (source, destination) == ("/", "/"):
+                current.apt_packages += stages[source_stage].apt_packages
+                current.copied += stages[source_stage].copied
+            else:
+                current.copied.append((source_stage, source, destination))
     return current
 
 

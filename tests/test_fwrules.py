@@ -106,6 +106,26 @@ def test_the_dns_forwarder_answers_outside_the_tunnel_only_dns_clients(spec: Fir
     assert decide(spec, "input", from_host) == "accept"
 
 
+@given(specs(), st.sampled_from(["eth0", "ens5", OTHER, "docker0"]))
+def test_the_api_on_the_tunnel_addresses_answers_peers_and_the_host_itself_only(spec: FirewallSpec,
+                                                                                outside: str) -> None:
+    if spec.api_port is None:
+        return
+    for server in spec.addresses:
+        neighbour = ipaddress.ip_address("192.0.2.7" if server.version == 4 else "2001:db8::7")
+        for iif, saddr, verdict in ((spec.iface, peer(spec, version=server.version), "accept"),
+                                    ("lo", server, "accept"),
+                                    # A neighbour routing the tunnel subnet through the gateway: the kernel
+                                    # takes a packet for a local address on any interface.
+                                    (outside, neighbour, "drop")):
+            request = Packet(server.version, iif=iif, saddr=saddr, daddr=server, proto="tcp", dport=spec.api_port)
+            assert decide(spec, "input", request) == verdict, (iif, saddr)
+    # The host's other addresses (an API deliberately listening on the LAN side) are not Bulwark's to close.
+    lan = Packet(4, iif=outside, saddr=ipaddress.ip_address("192.0.2.7"), daddr=ipaddress.ip_address("192.0.2.1"),
+                 proto="tcp", dport=spec.api_port)
+    assert decide(spec, "input", lan) == "accept"
+
+
 @given(specs(), st.sampled_from(["eth0", "ens5", OTHER]))
 def test_nat_out_of_every_interface_but_the_tunnel_unless_one_egress(spec: FirewallSpec, out: str) -> None:
     packet = Packet(4, oif=out, saddr=peer(spec), daddr=ipaddress.ip_address("192.168.50.10"))

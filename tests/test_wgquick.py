@@ -59,6 +59,7 @@ configs = st.builds(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(configs)
 def test_render_then_parse_gives_the_same_model(config):

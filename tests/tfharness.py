@@ -71,7 +71,8 @@ def emulated_user_data(bundle: Path) -> str:
     blocks = hcl2.loads((bundle / "variables.tf").read_text())["variable"]
     defaults: dict = {name.strip('"'): _value(body["default"]) for block in blocks for name, body in block.items()}
     nets = list(dict.fromkeys([*defaults["allowed_ips"], defaults["vpc_cidr"]]))
-    spec = defaults["wheel_url"] or f"bulwark-vpn=={defaults['bulwark_version']}"
+    spec = (f"bulwark-vpn[web] @ {defaults['wheel_url']}" if defaults["wheel_url"]
+            else f"bulwark-vpn[web]=={defaults['bulwark_version']}")
     values = {"peers": defaults["peers"], "internal_subnet": defaults["internal_subnet"],
               "peer_dns": defaults["peer_dns"], "allowed_ips": ", ".join(nets), "package_spec": spec}
     return fill_template((bundle / USER_DATA_TEMPLATE).read_text(), values)

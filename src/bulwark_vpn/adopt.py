@@ -3,7 +3,8 @@
 Reads `wg_confs/wg0.conf` (or the first `*.conf` there), the peer folders and `.donoteditthisfile`
 (the image's record of its original variables), without following any link, and every value through the
 strict parsers. Refused with one line naming the file: an interface name (taken from the file name) that is not
-valid, a peer at the server's own address, a peer holding the server's key, two peers with one key or address.
+valid, a peer at the server's own address (as the file gives it, or as Bulwark renumbers it: the subnet's first
+host), a peer outside the tunnel subnet, a peer holding the server's key, two peers with one key or address.
 Nothing is written here; the service stores the result.
 """
 
@@ -14,11 +15,12 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from bulwark_vpn.addressing import Pool
 from bulwark_vpn.config import InitRequest, request_from_env
 from bulwark_vpn.errors import InputError
 from bulwark_vpn.fsutil import SafeFolder
 from bulwark_vpn.keys import PrivateKey, PublicKey
-from bulwark_vpn.model import Peer, SettingsUpdate
+from bulwark_vpn.model import Peer, Settings, SettingsUpdate
 from bulwark_vpn.render.wgquick import parse_config
 from bulwark_vpn.values import parse_interface_name, parse_peer_name, parse_subnet4
 
@@ -99,6 +101,13 @@ def _client_private_keys(folder: SafeFolder) -> dict[PublicKey, tuple[str, Priva
     return found
 
 
+def _in_tunnel(settings: Settings, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """A usable peer address of the tunnel subnet (not its network or broadcast address). An IPv6 peer address
+    with no IPv6 subnet on the server (a hand-edited template) is adopted as it is, as before."""
+    subnet = settings.subnet4 if address.version == 4 else settings.subnet6
+    return subnet is None or Pool(subnet).contains_peer_address(address)
+
+
 def _name_from_folder(folder: str) -> str:
     return parse_peer_name(folder[len("peer_"):] if folder.startswith("peer_") else folder)
 
@@ -126,7 +135,11 @@ def adopt_linuxserver(folder: SafeFolder) -> Adopted | None:
         mtu=server.interface.mtu,
     ).merged_over(request.update)
     server_public = server.interface.private_key.public_key()
-    server_ips = {a.ip for a in server.interface.addresses}
+    # The addresses the file gives the server, and those Bulwark will give it (the first host of the subnet): a
+    # file whose server sits at 10.13.13.5 with a peer at 10.13.13.1 would otherwise leave that peer on the
+    # renumbered server's own address.
+    settings = update.apply_to(Settings())
+    server_ips = {a.ip for a in server.interface.addresses} | {a.ip for a in settings.server_addresses}
     clients = _client_private_keys(folder)
     peers: list[Peer] = []
     seen_keys: set[PublicKey] = set()
@@ -144,6 +157,12 @@ def adopt_linuxserver(folder: SafeFolder) -> Adopted | None:
         if addresses & server_ips:
             raise InputError(f"cannot adopt {source}: a peer has the server's own address", str(addr4),
                              "give that peer another address")
+        outside = next((a for a in addresses if not _in_tunnel(settings, a)), None)
+        if outside is not None:
+            raise InputError(f"cannot adopt {source}: a peer's address is outside the tunnel subnet", str(outside),
+                             f"the subnet is {settings.subnet4}"
+                             f"{f' and {settings.subnet6}' if settings.subnet6 else ''} (from ORIG_INTERFACE in "
+                             f".donoteditthisfile or the server's Address): make them agree")
         if section.public_key in seen_keys:
             raise InputError(f"cannot adopt {source}: two peers have the same public key", str(section.public_key),
                              "remove the duplicate [Peer] section")

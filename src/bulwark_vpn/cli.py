@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from bulwark_vpn import __version__
-from bulwark_vpn.errors import BulwarkError, ErrorCode, ExitCode, InputError
+from bulwark_vpn.errors import BulwarkError, ErrorCode, ExitCode, InputError, one_line
 
 _STATE: dict[str, Any] = {"debug": False, "json": False, "run_dir": None}
 
@@ -53,7 +53,16 @@ def _context(config_dir: str | None):
 
     run_dir = Path(_STATE["run_dir"]) if _STATE["run_dir"] else DEFAULT_RUN_DIR
     environ = dict(os.environ)
-    return Context(config_dir=_config_dir(config_dir), run_dir=run_dir, environ=environ, actor=cli_actor(environ))
+    ctx = Context(config_dir=_config_dir(config_dir), run_dir=run_dir, environ=environ, actor=cli_actor(environ))
+    if environ.get("BULWARK_LOCK_TIMEOUT"):
+        # How long to wait for another command holding the folder or the store (seconds) [10].
+        from dataclasses import replace
+
+        from bulwark_vpn.values import parse_int
+
+        ctx = replace(ctx, lock_timeout=float(parse_int(environ["BULWARK_LOCK_TIMEOUT"], 0, 3600,
+                                                           "BULWARK_LOCK_TIMEOUT", "seconds")))
+    return ctx
 
 
 def _echo_json(value: object) -> None:
@@ -406,11 +415,13 @@ def down(config_dir, interface, as_json) -> None:
 @_config_dir_option
 @click.option("--interface", help="Interface [the store's].")
 @_json_option
-def status(config_dir, interface, as_json) -> None:
-    """Show the interface and each peer's endpoint, handshake and transfer. Exit 1 when down."""
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+def status(config_dir, interface, as_json, names) -> None:
+    """Show the interface and each peer's endpoint, handshake and transfer (only the NAMEd peers if given).
+    Exit 1 when down."""
     from bulwark_vpn import service
 
-    report = service.status(_context(config_dir), interface=interface)
+    report = service.status(_context(config_dir), interface=interface, names=names or None, require_names=True)
     if as_json:
         from bulwark_vpn.render.jsonlines import status_peer
 
@@ -760,8 +771,12 @@ def audit(config_dir, user, peer, limit, as_json) -> None:
     for e in page.entries:
         target = f" {e.target}" if e.target else ""
         where = f" from {e.address}" if e.address else ""
-        click.echo(f"{format_moment(e.at)} {e.actor}{where} {e.operation}{target}: {e.result}")
+        # One line per entry whatever a store row holds (entries of older versions kept names as typed).
+        click.echo(one_line(f"{format_moment(e.at)} {e.actor}{where} {e.operation}{target}: {e.result}"))
 
+
+# backup, restore, import and export live in their own module (registered on `cli` when it loads).
+from bulwark_vpn import cli_transfer  # noqa: E402,F401
 
 # -- errors -----------------------------------------------------------------------------------------------
 

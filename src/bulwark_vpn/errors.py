@@ -10,8 +10,9 @@ BulwarkError(message, value=None, hint=None, code=...)
 ├── AuthError           the HTTP API: not signed in, not allowed, throttled
 └── SystemActionError   a system command (ip, wg, nft, wireguard-go) or the disk failed
 
-Every error renders as one line: `<message>: '<value>': <hint>` (value and hint when known). The value is
-shown with control characters escaped, so a hostile value can never add a line to a log or a terminal.
+Every error renders as one line: `<message>: '<value>': <hint>` (value and hint when known). Control characters
+and line separators are shown escaped in all three parts (a message often interpolates a path or a stored name), so a
+hostile value can never add a line to a log or a terminal.
 `ERROR_TABLE` maps each code to the CLI's exit code and the API's HTTP status: one policy, two renderings.
 Core messages never name CLI flags; the CLI adds them where it knows which flag was meant.
 """
@@ -50,6 +51,7 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "forbidden"
     THROTTLED = "throttled"
     TOO_LARGE = "too_large"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
     INTERNAL = "internal"
 
 
@@ -75,27 +77,39 @@ ERROR_TABLE: dict[ErrorCode, tuple[ExitCode, int]] = {
     ErrorCode.FORBIDDEN: (ExitCode.BAD_INPUT, 403),
     ErrorCode.THROTTLED: (ExitCode.FAILURE, 429),
     ErrorCode.TOO_LARGE: (ExitCode.BAD_INPUT, 413),
+    ErrorCode.METHOD_NOT_ALLOWED: (ExitCode.BAD_INPUT, 405),
     ErrorCode.INTERNAL: (ExitCode.FAILURE, 500),
 }
 
 MAX_SHOWN = 120
 _NAMED_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_LINE_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-def show_value(value: object) -> str:
-    """A value as it may appear inside one line: control characters and separators escaped, length capped."""
-    text = value if isinstance(value, str) else repr(value)
+def _escape(text: str, named: dict[str, str]) -> str:
     out = []
     for char in text:
         code = ord(char)
-        if char in _NAMED_ESCAPES:
-            out.append(_NAMED_ESCAPES[char])
+        if char in named:
+            out.append(named[char])
         elif code < 0x20 or code == 0x7F or 0x80 <= code < 0xA0 or code in (0x2028, 0x2029) or not char.isprintable():
             out.append(f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}")
         else:
             out.append(char)
-    shown = "".join(out)
+    return "".join(out)
+
+
+def show_value(value: object) -> str:
+    """A value as it may appear inside one line: control characters and separators escaped, length capped."""
+    shown = _escape(value if isinstance(value, str) else repr(value), _NAMED_ESCAPES)
     return shown if len(shown) <= MAX_SHOWN else shown[: MAX_SHOWN - 3] + "..."
+
+
+def one_line(text: str) -> str:
+    """Message text made safe for one line: control characters and separators escaped (a backslash stays one, so
+    ordinary text reads as written). Messages often carry a path, a file name or a store value interpolated by an
+    f-string; this is what keeps them on one line whatever those hold."""
+    return _escape(text, _LINE_ESCAPES)
 
 
 class BulwarkError(Exception):
@@ -113,11 +127,11 @@ class BulwarkError(Exception):
 
     def line(self) -> str:
         """The one line users read: `message: 'value': hint`."""
-        parts = [self.message]
+        parts = [one_line(self.message)]
         if self.value is not None:
             parts.append(f"'{show_value(self.value)}'")
         if self.hint:
-            parts.append(self.hint)
+            parts.append(one_line(self.hint))
         return ": ".join(parts)
 
     def __str__(self) -> str:

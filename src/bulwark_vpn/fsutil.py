@@ -10,6 +10,7 @@ a failure before the commit changes nothing and a crash after it leaves each fil
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -106,21 +107,33 @@ def _split(relative: str) -> list[str]:
 
 @dataclass
 class Staged:
-    """Temp files written and synced, waiting to be renamed over their targets (`commit`) or removed (`abort`)."""
+    """Temp files written and synced, waiting to be renamed over their targets (`commit`) or removed (`abort`).
+
+    Each is named by its folder (relative), not by an open descriptor: a render of every peer's files would
+    otherwise hold one descriptor per peer folder (65,000 peers is more than a process may open)."""
 
     folder: SafeFolder
     pending: list[tuple[str, str, str]] = field(default_factory=list)  # (folder, temp name, target name)
     removals: list[str] = field(default_factory=list)
 
+    def _each(self, action) -> None:
+        current: str | None = None
+        for relative, tmp, name in self.pending:
+            if relative != current:
+                if current:
+                    self.folder._release(current)
+                current = relative
+            dir_fd = self.folder._open_dir(relative, create=False) if relative else self.folder.fd
+            action(dir_fd, tmp, name)
+        if current:
+            self.folder._release(current)
+
     def commit(self) -> int:
         """Rename every temp over its target, remove the folders listed for removal, then sync (the folders of a
         few files, else everything)."""
-        folders: set[str] = set()
+        folders = {folder for folder, _, _ in self.pending} if len(self.pending) <= FSYNC_FEW else set()
         self.folder._fresh.clear()
-        for folder, tmp, name in self.pending:
-            dir_fd = self.folder._open_dir(folder, create=False) if folder else self.folder.fd
-            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            folders.add(folder)
+        self._each(lambda dir_fd, tmp, name: os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd))
         done = len(self.pending)
         self.pending = []
         for relative in self.removals:
@@ -137,12 +150,14 @@ class Staged:
         return done
 
     def abort(self) -> None:
-        for folder, tmp, _ in self.pending:
+        def unlink(dir_fd: int, tmp: str, _name: str) -> None:
             try:
-                dir_fd = self.folder._open_dir(folder, create=False) if folder else self.folder.fd
                 os.unlink(tmp, dir_fd=dir_fd)
-            except (FileNotFoundError, UnsafePathError):
+            except FileNotFoundError:
                 pass
+
+        with contextlib.suppress(OSError):
+            self._each(unlink)
         self.pending = []
 
 
@@ -245,6 +260,13 @@ class SafeFolder:
             if key:
                 os.close(self._dirs.pop(key))
 
+    def _release(self, relative: str) -> None:
+        """Close a cached folder descriptor (opened again, from the root and without following links, when
+        needed)."""
+        fd = self._dirs.pop(relative, None) if relative else None
+        if fd is not None:
+            os.close(fd)
+
     def _secure(self, fd: int, relative: str) -> None:
         """Writing into a folder: keys live in 0700 folders (an adopted layout may have had 0755)."""
         if relative not in self._secured:
@@ -318,10 +340,14 @@ class SafeFolder:
         staged = into or Staged(self)
         umask = _umask()
         token = secrets.token_hex(4)
+        last: str | None = None
         try:
             for relative, payload, mode in files:
                 parts = _split(relative)
                 folder = "/".join(parts[:-1])
+                if last and folder != last:
+                    self._release(last)  # one descriptor at a time, whatever the number of folders
+                last = folder
                 parent = self._open_dir(folder, create=True) if folder else self.fd
                 name = parts[-1]
                 if folder not in self._fresh and self._unchanged(parent, name, relative, payload, mode):
@@ -341,6 +367,8 @@ class SafeFolder:
                         os.fsync(fd)
                 finally:
                     os.close(fd)
+            if last:
+                self._release(last)
             for relative in remove:
                 info = self.lstat(relative)
                 if info is not None:
@@ -436,5 +464,10 @@ class SafeFolder:
         count = 0
         for relative in list(self.temp_files(folders)):
             if self.remove_file(relative):
+                count += 1
+        # Temp folders at the top (a store being replaced by a restore or an import): they may hold keys too.
+        for name in self.listdir():
+            info = self.lstat(name) if name.startswith(TEMP_PREFIX) else None
+            if info is not None and stat.S_ISDIR(info.st_mode) and self.remove_tree(name):
                 count += 1
         return count

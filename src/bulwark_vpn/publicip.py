@@ -12,6 +12,7 @@ proxy would report its own address).
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import logging
 import os
@@ -38,6 +39,10 @@ DEFAULT_HTTP_SERVICES: tuple[str, ...] = (
 )
 TOKEN_TTL_SECONDS = 60
 _MAX_BODY = 256
+# What a hostile or broken answer can raise besides OSError: a bad status line, an overlong header line, too many
+# headers, a torn chunked body (http.client.HTTPException), or an IMDS token urllib refuses to send back as a header
+# (CR/LF or non-Latin-1 characters: ValueError). Each one voids that source only; discovery goes on with the next.
+_ANSWER_ERRORS = (OSError, http.client.HTTPException, ValueError)
 
 Source = Literal["imds", "stun", "http"]
 
@@ -66,7 +71,10 @@ def parse_public_address(text: str) -> str | None:
     except InputError:
         log.debug("discovery answer refused: %s", show_value(text))
         return None
-    if addr.is_unspecified or addr.is_loopback or addr.is_link_local or addr.is_multicast:
+    # Reserved: 240.0.0.0/4 with the broadcast address 255.255.255.255, and IPv6 space that is not unicast (an
+    # IPv4-mapped ::ffff:a.b.c.d included): no client can reach a gateway there.
+    if addr.is_unspecified or addr.is_loopback or addr.is_link_local or addr.is_multicast or addr.is_reserved:
+        log.debug("discovery answer is not a usable public address: %s", addr)
         return None
     return str(addr)
 
@@ -113,8 +121,8 @@ def query_imds(imds_url: str = DEFAULT_IMDS_URL, timeout: float = 1.0) -> str | 
             return None
         headers = {"X-aws-ec2-metadata-token": token} if token else {}
         status, body = _http(f"{base}/latest/meta-data/public-ipv4", timeout, headers=headers)
-    except OSError as err:
-        log.debug("IMDS at %s unreachable: %s", base, err)
+    except _ANSWER_ERRORS as err:
+        log.debug("IMDS at %s unreachable or answering garbage: %s", base, show_value(str(err)))
         return None
     if status != 200:
         log.debug("IMDS public-ipv4 answered %s (404: no public address)", status)
@@ -128,8 +136,8 @@ def query_http_service(url: str, timeout: float = 1.0) -> str | None:
         return None
     try:
         status, body = _http(url, timeout)
-    except OSError as err:
-        log.debug("address service %s failed: %s", url, err)
+    except _ANSWER_ERRORS as err:
+        log.debug("address service %s failed: %s", url, show_value(str(err)))
         return None
     return parse_public_address(body) if status == 200 else None
 
@@ -210,8 +218,9 @@ def query_stun(server: str, timeout: float = 1.0) -> str | None:
             sock.connect(sockaddr)
             sock.send(stun_request(transaction_id))
             return _await_stun_answer(sock, transaction_id, time.monotonic() + timeout)
-    except (OSError, IndexError) as err:
-        log.debug("STUN server %s failed: %s", server, err)
+    except (OSError, IndexError, ValueError, OverflowError) as err:
+        # ValueError: a name IDNA cannot encode (a label over 63 characters); OverflowError: a port over 65535.
+        log.debug("STUN server %s failed: %s", server, show_value(str(err)))
         return None
 
 

@@ -427,7 +427,8 @@ async def _tcp_exchange(server: Address, wire: bytes) -> bytes:
 
 def _listen_socket(address: str, port: int, kind: socket.SocketKind) -> socket.socket:
     family = _family(address)
-    sock = socket.socket(family, kind)
+    # IPPROTO_TCP spelled out for TCP: asyncio turns Nagle off only on connections whose socket says so.
+    sock = socket.socket(family, kind, socket.IPPROTO_TCP if kind == socket.SOCK_STREAM else 0)
     try:
         # FREEBIND lets us bind the tunnel address before the wg interface has it, so the supervisor can start
         # the forwarder first; queries arrive as soon as the address is added.

@@ -51,8 +51,8 @@ _COMMENT = re.compile(r"[A-Za-z0-9 ,.:()/_-]{1,100}")
 def checked_ifname(name: str) -> str:
     """`name` if it can be written into an nft or iptables script as an interface name, else InputError."""
     if not isinstance(name, str) or not _IFNAME.fullmatch(name) or name in (".", "..") or name.endswith("+"):
-        raise InputError(f"invalid interface name for the firewall: {name!r}: use 1-15 letters, digits or _=+.- "
-                         "(not ending in '+')")
+        raise InputError("invalid interface name for the firewall", name,
+                         "use 1-15 letters, digits or _=+.-, not ending in '+' (iptables reads that as a wildcard)")
     return name
 
 
@@ -78,7 +78,8 @@ class FirewallSpec:
     `egress=None` masquerades (and forwards) tunnel traffic out of every interface but the tunnel itself, so a
     private network behind any interface of a multi-homed host is reachable; a name narrows NAT to that one.
     `subnets` are the tunnel networks (IPv4 and/or IPv6), `addresses` the server's own tunnel addresses (where
-    the DNS forwarder listens when `dns`). The four exposures are closed unless their setting opens them:
+    the DNS forwarder listens when `dns`, and the API when `api_port` is set: on them the API port answers peers
+    and the host itself only). The four exposures are closed unless their setting opens them:
     `peer_to_peer` (peers reach each other), `lan_to_peers` (hosts outside the tunnel open connections to
     peers), `host_access` (peers reach every service of the host, not only DNS, ICMP and `api_port`) and
     `dns_clients` (networks besides the tunnel whose queries the forwarder may answer).
@@ -294,6 +295,12 @@ def _dns_rules(spec: FirewallSpec, verdict: Verdict, comment: str, version: int 
             for address in spec.addresses if version in (None, address.version) for proto in ("udp", "tcp")]
 
 
+def _api_rules(spec: FirewallSpec, verdict: Verdict, comment: str, **match: Any) -> list[Rule]:
+    """Rules for the API port on the tunnel addresses (where the API listens by default)."""
+    return [Rule("input", verdict, comment, daddr=ipaddress.ip_network(address), proto="tcp", dport=spec.api_port,
+                 **match) for address in spec.addresses]
+
+
 def _input(spec: FirewallSpec) -> list[Rule]:
     wg, not_wg = Iface(spec.iface), Iface(spec.iface, negated=True)
     rules = [
@@ -315,6 +322,11 @@ def _input(spec: FirewallSpec) -> list[Rule]:
         for net in spec.dns_clients:
             rules += _dns_rules(spec, "accept", "DNS from dns_clients", net.version, saddr=net)
         rules += _dns_rules(spec, "drop", "DNS from outside the tunnel (closed)", iif=not_wg)
+    if spec.api_port is not None:
+        # The kernel accepts a packet for the tunnel address on any interface: a neighbour that routes the tunnel
+        # subnet through this host (another container on its bridge, say) must not reach the API that way.
+        rules += _api_rules(spec, "accept", "API from the host itself", iif=Iface(LOOPBACK))
+        rules += _api_rules(spec, "drop", "API from outside the tunnel (closed)", iif=not_wg)
     return rules
 
 

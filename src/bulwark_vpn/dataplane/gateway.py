@@ -28,7 +28,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -527,6 +527,9 @@ class Gateway:
         if not self.settings.serve:
             return None
         try:
+            import fastapi  # noqa: F401 - the web extra is installed
+            import uvicorn  # noqa: F401
+
             from bulwark_vpn.web.server import BackgroundServer, ServeOptions
         except ImportError:
             self.log("bulwark: the API is not installed: pip install 'bulwark-vpn[web]' (the gateway runs without it)")
@@ -547,11 +550,12 @@ class Gateway:
         """IPv6 forwarding makes an interface with accept_ra=1 ignore router advertisements, and a SLAAC
         host would lose its IPv6 default route. accept_ra=2 keeps them (and means the same as 1 once
         forwarding is off again, so it is left in place after `down`). Done on the uplink: the egress
-        interface when one is set, else the interfaces of the default routes."""
+        interface when one is set, else the interfaces of the default routes. The name is written with '/':
+        sysctl reads dots as separators, so a VLAN uplink `eth0.100` would otherwise be looked up as `eth0/100`."""
         defaults = [netcfg.egress_interface(self.runner, 6), netcfg.egress_interface(self.runner)]
         uplinks = [egress] if egress else defaults
         for uplink in dict.fromkeys(u for u in uplinks if u):
-            name = f"net.ipv6.conf.{uplink}.accept_ra"
+            name = f"net/ipv6/conf/{uplink}/accept_ra"
             current = self.runner.run(["sysctl", "-n", name], check=False, quiet=True).stdout.decode().strip()
             if current == "1":
                 self.runner.run(["sysctl", "-q", "-w", f"{name}=2"])
@@ -1007,22 +1011,29 @@ class GatewayStatus:
     exposure: ExposureStatus
     # The one interface tunnel traffic is masqueraded out of; None = every interface but the tunnel.
     egress_interface: str | None
+    # Counted over every peer of the gateway, whichever `peers` lists (see gateway_status's `names`).
+    peers_total: int = 0
+    peers_online: int = 0
 
     def to_dict(self, peers: bool = True) -> dict:
         """What `status --json` prints and the API returns; fields are only ever added. Without `peers`, all but
         the peers (which the CLI streams)."""
         out = {"interface": self.interface, "up": self.up, "backend": self.backend, "pid": self.pid,
                "listen_port": self.listen_port, "public_key": self.public_key, "addresses": list(self.addresses),
-               "exposure": asdict(self.exposure), "egress_interface": self.egress_interface}
+               "exposure": asdict(self.exposure), "egress_interface": self.egress_interface,
+               "peers_total": self.peers_total, "peers_online": self.peers_online}
         if peers:
             out["peers"] = [peer.to_dict() for peer in self.peers]
         return out
 
 
 def gateway_status(store: Store, run_dir: Path, iface: str | None = None, runner: Runner | None = None,
-                   now: float | None = None) -> GatewayStatus:
+                   now: float | None = None, names: Collection[str] | None = None) -> GatewayStatus:
     """The interface and every peer's endpoint, handshake and transfer; public keys only. One read of the device
-    (`wg show dump`, as text) joined with the store's rows (as text) in one pass."""
+    (`wg show dump`, as text) joined with the store's rows (as text) in one pass.
+
+    With `names`, only those peers are listed (unknown names are left out), so a page of 50 peers on a
+    10,000-peer gateway reads 50 peers from the store instead of all; the counts still cover every peer."""
     runner = runner or Runner()
     settings = store.settings()
     key = store.require_server_key()
@@ -1031,7 +1042,10 @@ def gateway_status(store: Store, run_dir: Path, iface: str | None = None, runner
     # `wg` writes the dump (0.4 s at 65,000 peers) while this process reads the store.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bulwark-dump") as pool:
         reading = pool.submit(table_mod.read_dump, runner, name)
-        store_rows = list(store.status_rows())
+        store_rows = list(store.status_rows(names))
+        if names is not None:  # in the order asked for
+            order = {name: index for index, name in enumerate(dict.fromkeys(names))}
+            store_rows.sort(key=lambda row: order[row.name])
         dump = reading.result()
     moment = time.time() if now is None else now
     live: dict[str, list[str]] = {}
@@ -1054,6 +1068,9 @@ def gateway_status(store: Store, run_dir: Path, iface: str | None = None, runner
                                seen[2] if seen[2] != none else None, handshake, int(seen[5]), int(seen[6]),
                                handshake > 0 and handshake > online_after))
     up = dump is not None
+    # The device holds exactly the store's enabled peers (apply removes any other), so its recent handshakes
+    # are the online count without reading every peer from the store.
+    online = sum(1 for fields in live.values() if int(fields[4]) > online_after)
     return GatewayStatus(
         interface=name, up=up,
         backend=state.backend if state is not None and up else None,
@@ -1064,4 +1081,6 @@ def gateway_status(store: Store, run_dir: Path, iface: str | None = None, runner
         peers=rows,
         exposure=ExposureStatus.of(settings),
         egress_interface=settings.egress_interface,
+        peers_total=len(rows) if names is None else store.peer_count(),
+        peers_online=online,
     )

@@ -33,7 +33,10 @@ _SENTINEL = "@@bulwark:{}@@"
 
 def package_spec(opts: DeployOptions) -> str:
     """What pip installs: the wheel URL when given, else the pinned release from the package index."""
-    return opts.wheel_url or f"{PACKAGE_NAME}=={opts.package_version}"
+    # With the web extra: the API and pages are part of every deployment (BULWARK_SERVE turns them off).
+    if opts.wheel_url:
+        return f"{PACKAGE_NAME}[web] @ {opts.wheel_url}"
+    return f"{PACKAGE_NAME}[web]=={opts.package_version}"
 
 
 def host_allowed_ips(opts: DeployOptions) -> str:

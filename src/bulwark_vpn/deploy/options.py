@@ -48,9 +48,6 @@ PULL_POLICIES: tuple[PullPolicy, ...] = ("IfNotPresent", "Always", "Never")
 DEFAULT_IMAGE = "bulwark-vpn"
 PACKAGE_NAME = "bulwark-vpn"
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 # Kinds only deployments have; each is matched whole (fullmatch), after require_text refused control characters.
 _KUBERNETES_NAME = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
@@ -109,6 +106,8 @@ class DeployOptions:
     # linuxserver PERSISTENTKEEPALIVE_PEERS: peer names, or ("all",).
     keepalive_peers: tuple[str, ...] = ()
     log_confs: bool = False
+    # The HTTP API and web pages, served with the gateway to peers (through the tunnel) and its own loopback.
+    serve: bool = True
     # The exposures the server settings open (closed by default: nothing is written for them).
     peer_to_peer: bool = False
     lan_to_peers: bool = False
@@ -236,6 +235,7 @@ class DeployOptions:
         if self.keepalive_peers:
             env["PERSISTENTKEEPALIVE_PEERS"] = ",".join(self.keepalive_peers)
         env["LOG_CONFS"] = "true" if self.log_confs else "false"
+        env["BULWARK_SERVE"] = "true" if self.serve else "false"
         # Only what is open: a gateway deployed from a closed store is closed without saying so.
         for name, is_open in (("BULWARK_PEER_TO_PEER", self.peer_to_peer), ("BULWARK_LAN_TO_PEERS", self.lan_to_peers),
                               ("BULWARK_HOST_ACCESS", self.host_access)):
@@ -378,6 +378,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "allowed_ips": lambda v: parse_networks(_texts(v), "ALLOWEDIPS"),
     "keepalive_peers": parse_keepalive_peers,
     "log_confs": lambda v: parse_bool(v, "LOG_CONFS"),
+    "serve": lambda v: parse_bool(v, "serve"),
     "peer_to_peer": lambda v: parse_bool(v, "peer to peer"),
     "lan_to_peers": lambda v: parse_bool(v, "LAN to peers"),
     "host_access": lambda v: parse_bool(v, "host access"),

@@ -55,7 +55,8 @@ locals {
   vpc_cidr       = local.create_vpc ? aws_vpc.bulwark[0].cidr_block : data.aws_vpc.existing[0].cidr_block
   # Peers route the VPC through the tunnel, so they reach private resources.
   allowed_ips  = distinct(concat(var.allowed_ips, [local.vpc_cidr]))
-  package_spec = var.wheel_url == null ? "bulwark-vpn==${var.bulwark_version}" : var.wheel_url
+  package_spec = (var.wheel_url == null ? "bulwark-vpn[web]==${var.bulwark_version}"
+  : "bulwark-vpn[web] @ ${var.wheel_url}")
   user_data = templatefile("${path.module}/user-data.yaml.tftpl", {
     peers           = var.peers
     internal_subnet = var.internal_subnet

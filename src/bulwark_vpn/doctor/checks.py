@@ -31,8 +31,8 @@ from bulwark_vpn.doctor.common import address_kind, listing, plural, resolve
 from bulwark_vpn.doctor.facts import ServerContext
 from bulwark_vpn.doctor.model import CheckResult, Remedy, Status, fail, ok, skip, warn
 from bulwark_vpn.doctor.nftrules import ChainVerdict, Finding, Packet, Ruleset
-from bulwark_vpn.errors import BulwarkError
-from bulwark_vpn.fsutil import PRIVATE_DIR, PRIVATE_FILE
+from bulwark_vpn.errors import BulwarkError, one_line
+from bulwark_vpn.fsutil import PRIVATE_DIR, PRIVATE_FILE, SafeFolder
 from bulwark_vpn.model import IPNetwork
 from bulwark_vpn.store import STORE_NAME
 from bulwark_vpn.values import format_endpoint, parse_endpoint
@@ -665,6 +665,10 @@ def _exposure_probes(ctx: ServerContext) -> list[tuple[str, bool, str, fwrules.P
                 probes.append((f"DNS from {net}", True, "input",
                                fwrules.Packet(net.version, iif=outside, saddr=net.network_address, daddr=address,
                                               proto="udp", dport=53)))
+    if settings.serve:
+        probes.append(("the API from outside the tunnel", False, "input",
+                       fwrules.Packet(4, iif=outside, saddr=ipaddress.ip_address("192.0.2.99"), daddr=server,
+                                      proto="tcp", dport=settings.api_port)))
     return probes
 
 
@@ -878,35 +882,43 @@ def check_handshakes(ctx: ServerContext) -> CheckResult:
 
 
 def _config_endpoints(config_dir: Path) -> dict[str, list[str]]:
-    """Endpoint value -> the peer config files that carry it (rendered peer_*/peer*.conf): grep(1) reads 65,000 of
-    them in C; without it, Python does."""
-    tool = shutil.which("grep")
-    if tool is not None:
-        result = subprocess.run([tool, "-r", "-H", "-i", "-E", "--include=peer*.conf", r"^\s*Endpoint\s*=",
-                                 str(config_dir)], capture_output=True, check=False)
-        if result.returncode in (0, 1):
-            found: dict[str, list[str]] = {}
-            prefix = f"{config_dir}/"
-            for line in result.stdout.decode(errors="replace").splitlines():
-                if not line.startswith(prefix):
-                    continue
-                path, _, text = line[len(prefix):].partition(":")  # peer names hold no ":"
-                folder, _, name = path.partition("/")
-                if name == f"{folder}.conf" and folder.startswith("peer"):
-                    for value in _ENDPOINT_LINE.findall(text):
-                        found.setdefault(value, []).append(folder)
-            return found
-    found = {}
-    for entry in os.scandir(config_dir):
-        if not (entry.is_dir() and entry.name.startswith("peer")):
-            continue
-        conf = Path(entry.path) / f"{entry.name}.conf"
-        try:
-            text = conf.read_text()
-        except OSError:
-            continue
-        for value in _ENDPOINT_LINE.findall(text):
-            found.setdefault(value, []).append(entry.name)
+    """Endpoint value -> the peer config files that carry it (rendered peer_*/peer*.conf).
+
+    Read the way Bulwark reads its folder: no link followed (a planted `peer_x -> /elsewhere` is not read), regular
+    files only (a FIFO would block a plain read for ever), and values and names escaped into one line (a planted
+    file may hold terminal escape sequences, and this evidence is printed). grep(1) reads 65,000 of them in C
+    (`-r` follows no link below the folder, `-D skip` reads no device or FIFO); without it, Python does."""
+    found: dict[str, list[str]] = {}
+    try:
+        folder = SafeFolder.open(config_dir)  # the folder itself must not be a link either
+    except (OSError, BulwarkError):
+        return found
+    with folder:
+        tool = shutil.which("grep")
+        if tool is not None:
+            result = subprocess.run([tool, "-r", "-D", "skip", "-H", "-i", "-E", "--include=peer*.conf",
+                                     r"^\s*Endpoint\s*=", str(config_dir)], capture_output=True, check=False)
+            if result.returncode in (0, 1):
+                prefix = f"{config_dir}/"
+                for line in result.stdout.decode(errors="replace").splitlines():
+                    if not line.startswith(prefix):
+                        continue
+                    path, _, text = line[len(prefix):].partition(":")  # peer names hold no ":"
+                    name, _, conf = path.partition("/")
+                    if conf == f"{name}.conf" and name.startswith("peer"):
+                        for value in _ENDPOINT_LINE.findall(text):
+                            found.setdefault(one_line(value), []).append(one_line(name))
+                return found
+        for name in sorted(folder.listdir()):
+            info = folder.lstat(name)
+            if not name.startswith("peer") or info is None or not stat.S_ISDIR(info.st_mode):
+                continue
+            try:
+                text = folder.read_bytes(f"{name}/{name}.conf").decode(errors="replace")
+            except (OSError, BulwarkError):
+                continue
+            for value in _ENDPOINT_LINE.findall(text):
+                found.setdefault(one_line(value), []).append(one_line(name))
     return found
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from bulwark_vpn.fsutil import PRIVATE_FILE
 from bulwark_vpn.keys import PrivateKey, PublicKey
 from bulwark_vpn.model import Peer, Settings, WgConfig, WgInterfaceSection, WgPeerSection
-from bulwark_vpn.render.wgquick import render_config
+from bulwark_vpn.render.wgquick import guard_lines, render_config
 from bulwark_vpn.values import format_endpoint, peer_folder
 
 PUBLIC_KEY_FILE = 0o644
@@ -108,18 +108,18 @@ def render_server_config_rows(settings: Settings, server_key: PrivateKey, rows) 
     10,000-peer store must re-render this file in a few milliseconds, not 0.2 s.
     """
     head = render_config(server_wg_config(settings, server_key, []))
-    parts = [head]
+    lines: list[str] = []
     for name, public, psk, address4, address6, routed, keepalive in rows:
-        folder = peer_folder(name)
-        lines = ["", "[Peer]", f"# {folder}", f"PublicKey = {public}"]
+        lines += ["", "[Peer]", f"# {peer_folder(name)}", f"PublicKey = {public}"]
         if psk:
             lines.append(f"PresharedKey = {psk}")
         nets = [f"{address4}/32"] + ([f"{address6}/128"] if address6 else []) + list(routed)
         lines.append(f"AllowedIPs = {', '.join(nets)}")
         if keepalive is not None:
             lines.append(f"PersistentKeepalive = {keepalive}")
-        parts.append("\n".join(lines) + "\n")
-    return "".join(parts)
+    # Row values are text straight from the store, not model values: the same line guard as every renderer, so a
+    # damaged or planted store row can never add a line (a PostUp run as root) to the server config.
+    return head + guard_lines(lines) if lines else head
 
 
 def server_files(settings: Settings, server_key: PrivateKey, rows) -> dict[str, RenderedFile]:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from bulwark_vpn.errors import InputError, RenderError
 from bulwark_vpn.keys import PresharedKey, PrivateKey, PublicKey
@@ -20,22 +21,28 @@ from bulwark_vpn.values import (
     parse_network,
 )
 
-__all__ = ["parse_config", "render_config"]
+__all__ = ["guard_lines", "parse_config", "render_config"]
 
 
 def _join(items) -> str:
     return ", ".join(str(item) for item in items)
 
 
-def _guard(lines: list[str]) -> str:
+# Printable ASCII and the line breaks the join puts in: the common case, checked in one pass over the whole text.
+_PRINTABLE_LINES = re.compile(r"[\x20-\x7e\n]*")
+
+
+def guard_lines(lines: list[str]) -> str:
     """Join rendered lines, refusing any that holds a line break or another control character: a value must never
-    add a line (wg-quick runs PreUp/PostUp lines as root) or a section."""
-    for line in lines:
-        if has_unsafe_char(line):
-            raise RenderError("refusing to write a config line holding a control character or line break",
-                              line.split("=", 1)[0].strip() or line[:20],
-                              "the value came from an unchecked source: report it as a bug")
-    return "\n".join(lines) + "\n"
+    add a line (wg-quick runs PreUp/PostUp lines as root) or a section. Every wg-quick renderer ends here."""
+    text = "\n".join(lines)
+    if not (_PRINTABLE_LINES.fullmatch(text) and text.count("\n") == len(lines) - 1):
+        for line in lines:
+            if "\n" in line or has_unsafe_char(line):
+                raise RenderError("refusing to write a config line holding a control character or line break",
+                                  line.split("=", 1)[0].strip() or line[:20],
+                                  "the value came from an unchecked source: report it as a bug")
+    return text + "\n"
 
 
 def render_config(config: WgConfig, *, header: str | None = None) -> str:
@@ -68,7 +75,7 @@ def render_config(config: WgConfig, *, header: str | None = None) -> str:
             lines.append(f"AllowedIPs = {_join(peer.allowed_ips)}")
         if peer.keepalive is not None:
             lines.append(f"PersistentKeepalive = {peer.keepalive}")
-    return _guard(lines)
+    return guard_lines(lines)
 
 
 class _Section:
@@ -83,6 +90,18 @@ def _split(raw: str) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+# A key as wg writes it (44 base64 characters): a line quoted in an error may be a PrivateKey or PresharedKey line,
+# and errors reach the terminal and the container log.
+_KEY_TEXT = re.compile(r"[A-Za-z0-9+/]{43}=")
+
+
+def _redacted(line: str) -> str:
+    key, sep, _ = line.partition("=")
+    if sep and key.strip().lower() in ("privatekey", "presharedkey"):
+        return f"{key}= (hidden)"
+    return _KEY_TEXT.sub("(key hidden)", line)
+
+
 def _sections(text: str, source: str) -> list[_Section]:
     sections: list[_Section] = []
     # wg-quick splits on "\n" alone; other separators (U+2028, U+0085, a lone CR) stay inside a line and are
@@ -91,7 +110,7 @@ def _sections(text: str, source: str) -> list[_Section]:
         raw_line = raw_line.removesuffix("\r")
         if has_unsafe_char(raw_line.replace("\t", " ")):
             raise InputError(f"{source}:{number}: a control character or line separator in the line",
-                             raw_line[:60], "remove it")
+                             _redacted(raw_line)[:60], "remove it")
         line = raw_line.strip()
         if not line:
             continue
@@ -103,12 +122,14 @@ def _sections(text: str, source: str) -> list[_Section]:
         if line.startswith("["):
             kind = line.strip("[]").strip().lower()
             if kind not in ("interface", "peer"):
-                raise InputError(f"{source}:{number}: unknown section '{line}': use [Interface] or [Peer]")
+                raise InputError(f"{source}:{number}: unknown section '{_redacted(line)[:60]}': use [Interface] or "
+                                 "[Peer]")
             sections.append(_Section(kind, number))
             continue
         key, sep, value = line.partition("=")
         if not sep or not sections:
-            raise InputError(f"{source}:{number}: cannot parse '{line[:60]}': expected 'Key = value' in a section")
+            raise InputError(f"{source}:{number}: cannot parse '{_redacted(line)[:60]}': expected 'Key = value' in "
+                             "a section")
         sections[-1].values.setdefault(key.strip().lower(), []).append(value.split("#", 1)[0].strip())
     return sections
 

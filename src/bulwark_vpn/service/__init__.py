@@ -12,6 +12,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from bulwark_vpn.service.backup import (
+        BackupRequest,
+        BackupResult,
+        RestoreRequest,
+        RestoreResult,
+        backup_is_encrypted,
+        backup_store,
+        restore_store,
+    )
     from bulwark_vpn.service.context import DEFAULT_RUN_DIR, Context
     from bulwark_vpn.service.deploy import DEPLOY_TARGETS, DeployResult, render_deployment
     from bulwark_vpn.service.doctor import run_doctor
@@ -44,11 +53,32 @@ if TYPE_CHECKING:
         show_peer,
     )
     from bulwark_vpn.service.provision import InitResult, init_from_sources, init_server
+    from bulwark_vpn.service.transfer import (
+        ExportRequest,
+        ExportResult,
+        ImportRequest,
+        ImportResult,
+        export_server,
+        import_server,
+    )
 
 # Each name loads its module on first use (PEP 562), so a command imports only what it needs: `peer list`
 # never loads QR codes, the data plane or deploy renderers.
 _WHERE = {
     "AddPeersRequest": "peers",
+    "BackupRequest": "backup",
+    "BackupResult": "backup",
+    "ExportRequest": "transfer",
+    "ExportResult": "transfer",
+    "ImportRequest": "transfer",
+    "ImportResult": "transfer",
+    "RestoreRequest": "backup",
+    "RestoreResult": "backup",
+    "backup_store": "backup",
+    "backup_is_encrypted": "backup",
+    "export_server": "transfer",
+    "import_server": "transfer",
+    "restore_store": "backup",
     "ApplyResult": "gateway",
     "Context": "context",
     "DEFAULT_RUN_DIR": "context",
@@ -88,6 +118,19 @@ _WHERE = {
 
 __all__ = [
     "DEFAULT_RUN_DIR",
+    "BackupRequest",
+    "BackupResult",
+    "ExportRequest",
+    "ExportResult",
+    "ImportRequest",
+    "ImportResult",
+    "RestoreRequest",
+    "RestoreResult",
+    "backup_is_encrypted",
+    "backup_store",
+    "export_server",
+    "import_server",
+    "restore_store",
     "DEPLOY_TARGETS",
     "AddPeersRequest",
     "ApplyResult",

@@ -5,8 +5,10 @@ when it was made and last used, and whether the second factor passed. Idle and a
 signing in makes a new one (never reuses an id), signing out and changing the password delete them.
 
 Throttling lives in the store too, so it holds across restarts and across several API processes on one store:
-after 5 failures within a minute for an account or a client address, each further attempt must wait (5 s, 10 s,
-20 s ... up to 15 min since the last failure). Every failure is logged as one line fail2ban can match:
+after 5 failures for an account (counted until its next successful sign-in, a day at most) or 5 within a minute
+from a client address, each further attempt must wait (5 s, 10 s, 20 s ... up to 15 min since the last failure).
+An attempt counts as a failure from before its password check until it succeeds, so parallel attempts see each
+other. Every failure is logged as one line fail2ban can match:
 `<time> bulwark: authentication failure for user '<name>' from <address>`.
 """
 
@@ -34,6 +36,7 @@ FREE_FAILURES = 5
 FAILURE_WINDOW = 60
 FIRST_DELAY = 5
 MAX_DELAY = 15 * 60
+FAILURE_MEMORY = 86400
 
 
 def _unauthenticated(message: str = "sign in first") -> AuthError:
@@ -44,12 +47,17 @@ def _unauthenticated(message: str = "sign in first") -> AuthError:
 
 def _wait_needed(store: Store, scope: str, key: str, now: float) -> float:
     """Seconds to wait before another attempt for this account or address (0: go ahead)."""
-    recent = store.auth_failures(scope, key, now - MAX_DELAY - FAILURE_WINDOW)
-    in_window = [t for t in recent if t >= recent[-1] - FAILURE_WINDOW] if recent else []
-    if len(in_window) < FREE_FAILURES:
+    if scope == "user":
+        # An account's failures count until its next successful sign-in (for a day, as the store keeps them): an
+        # attacker who waits out each delay climbs to MAX_DELAY, instead of starting over once a minute passed.
+        counted = store.auth_failures(scope, key, now - FAILURE_MEMORY)
+    else:
+        recent = store.auth_failures(scope, key, now - MAX_DELAY - FAILURE_WINDOW)
+        counted = [t for t in recent if t >= recent[-1] - FAILURE_WINDOW] if recent else []
+    if len(counted) < FREE_FAILURES:
         return 0.0
-    delay = min(MAX_DELAY, FIRST_DELAY * 2 ** (len(in_window) - FREE_FAILURES))
-    return max(0.0, recent[-1] + delay - now)
+    delay = min(MAX_DELAY, FIRST_DELAY * 2 ** min(20, len(counted) - FREE_FAILURES))
+    return max(0.0, counted[-1] + delay - now)
 
 
 def _check_throttle(store: Store, user: str, address: str | None, now: float) -> None:
@@ -62,16 +70,39 @@ def _check_throttle(store: Store, user: str, address: str | None, now: float) ->
                         code=ErrorCode.THROTTLED)
 
 
-def _failed(ctx: Context, store: Store, user: str, address: str | None, why: str) -> AuthError:
-    now = ctx.clock()
-    store.add_auth_failure("user", user, now)
+def _attempt(ctx: Context, store: Store, user: str, address: str | None) -> float:
+    """Check the throttle and count this attempt as a failure, in one write transaction, before the (slow) password
+    check: concurrent attempts see each other, so a burst cannot all pass the throttle at once. The moment is
+    the attempt's, for `_succeeded` to take back."""
+    with store.transaction():
+        now = ctx.clock()
+        _check_throttle(store, user, address, now)
+        store.add_auth_failure("user", user, now)
+        if address:
+            store.add_auth_failure("address", address, now)
+        return now
+
+
+def _succeeded(store: Store, user: str, address: str | None, attempt: float) -> None:
+    store.clear_auth_failures("user", user)
     if address:
-        store.add_auth_failure("address", address, now)
+        store.forget_auth_failure("address", address, attempt)
+
+
+def _failed(ctx: Context, store: Store, user: str, address: str | None, why: str,
+            counted: bool = False) -> AuthError:
+    now = ctx.clock()
+    if not counted:
+        store.add_auth_failure("user", user, now)
+        if address:
+            store.add_auth_failure("address", address, now)
     stamp = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     # One line whatever was typed: the name is shown with control characters escaped.
     log.warning("%s bulwark: authentication failure for user '%s' from %s", stamp, show_value(user),
                 show_value(address or "-"))
-    record(ctx, store, "auth.login", user, "unauthenticated", why)
+    # The name as typed by anyone on the network: kept escaped, so it cannot add a line (or terminal escapes) to
+    # what `bulwark audit` prints.
+    record(ctx, store, "auth.login", show_value(user), "unauthenticated", why)
     return AuthError("wrong user name, password or code", None, "check them and try again",
                      code=ErrorCode.UNAUTHENTICATED)
 
@@ -113,7 +144,7 @@ def sign_in(ctx: Context, name: object, password: object, address: str | None) -
     user_name = name if isinstance(name, str) and len(name) <= 64 else ""
     given = password if isinstance(password, str) and len(password) <= sec.MAX_PASSWORD else ""
     with ctx.open_store() as store:
-        _check_throttle(store, user_name or "-", address, ctx.clock())
+        attempt = _attempt(ctx, store, user_name or "-", address)
         try:
             parse_user_name(user_name)
             user = store.find_user(user_name)
@@ -122,10 +153,10 @@ def sign_in(ctx: Context, name: object, password: object, address: str | None) -
         ok = sec.verify_password(user.password_hash if user else None, given)
         if not ok or user is None:
             with store.transaction():
-                error = _failed(ctx, store, user_name or "-", address, "password")
+                error = _failed(ctx, store, user_name or "-", address, "password", counted=True)
             raise error
         with store.transaction():
-            store.clear_auth_failures("user", user.name)
+            _succeeded(store, user.name, address, attempt)
             signed = _new_session(ctx, store, user, mfa_passed=not user.totp_enabled, address=address)
             record(ctx.as_actor(Actor("user", user.name, user.role, via="api", address=address)), store,
                    "auth.login", user.name, detail="password" + (", TOTP next" if user.totp_enabled else ""))
@@ -226,11 +257,13 @@ def change_password(ctx: Context, old: object, new: object) -> None:
                         code=ErrorCode.FORBIDDEN)
     with audited(ctx, "user.password", ctx.actor.name), ctx.open_store() as store:
         user = store.user(ctx.actor.name)
-        _check_throttle(store, user.name, ctx.actor.address, ctx.clock())
+        attempt = _attempt(ctx, store, user.name, ctx.actor.address)
         if not sec.verify_password(user.password_hash, old if isinstance(old, str) else ""):
             with store.transaction():
-                error = _failed(ctx, store, user.name, ctx.actor.address, "password change")
+                error = _failed(ctx, store, user.name, ctx.actor.address, "password change", counted=True)
             raise error
+        with store.transaction():
+            _succeeded(store, user.name, ctx.actor.address, attempt)
         chosen = sec.check_password_policy(new, user.name)
         _change_password(ctx, store, user, chosen)
 
@@ -376,6 +409,10 @@ def create_token(ctx: Context, request: CreateTokenRequest) -> NewToken:
                 raise NotFoundError("no user with this name", owner, "see 'bulwark user list'")
             raise NotFoundError("a token belongs to a user: no user with this name", owner,
                                 "create one first ('bulwark user add NAME --admin'), or pass --user")
+        if ctx.actor.kind == "user" and _needs_enrolment(store, store.user(ctx.actor.name)):
+            # Tokens work whatever the owner's 2FA: minting one first would make the requirement moot.
+            raise AuthError("this account must set up TOTP first", None, "set it up on the account page",
+                            code=ErrorCode.FORBIDDEN)
         if "admin" in request.scopes and owner_record.role != "admin":
             raise InputError("only an admin's token may have the admin scope", owner, "use read or peers:write")
         secret = sec.random_token(sec.TOKEN_PREFIX)
@@ -392,9 +429,12 @@ def list_tokens(ctx: Context) -> TokenList:
 
 
 def revoke_token(ctx: Context, token_id: object) -> TokenInfo:
+    """End a token: admins any, users their own (another's is "not found"); never with a read-only token."""
     from bulwark_vpn.values import parse_int
 
     wanted = parse_int(token_id, 1, 2**62, "token id", "see 'bulwark token list'")
+    # Revoking changes something: a read-only token (a dashboard's) may not end the owner's other tokens.
+    ctx.actor.require("peers:write")
     with audited(ctx, "token.revoke", str(wanted)), ctx.open_store() as store, store.transaction():
         token = store.token(wanted)
         if not ctx.actor.is_admin and token.owner != ctx.actor.name:

@@ -23,12 +23,13 @@ import errno
 import fcntl
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from bulwark_vpn.errors import ErrorCode, StoreError
+from bulwark_vpn.errors import ErrorCode, StoreError, show_value
 from bulwark_vpn.fsutil import PRIVATE_FILE, SafeFolder, disk_error
 from bulwark_vpn.service.actors import ROOT, Actor
 from bulwark_vpn.store import DEFAULT_LOCK_TIMEOUT, STORE_NAME, Store, open_store
@@ -52,15 +53,53 @@ class Context:
     # Who asks (the CLI: an admin; the API: a session's user or a token) and the clock (tests move it).
     actor: Actor = ROOT
     clock: Callable[[], float] = time.time
+    # A long-running process (the API) keeps one open store per thread instead of opening one per call.
+    stores: StoreCache | None = None
 
     def as_actor(self, actor: Actor) -> Context:
         return replace(self, actor=actor)
 
     def open_store(self, *, create: bool = False, read_only: bool = False) -> Store:
+        if self.stores is not None and not create:
+            return self.stores.get(self)
         return open_store(self.config_dir, create=create, read_only=read_only, lock_timeout=self.lock_timeout)
 
     def has_store(self) -> bool:
         return os.path.lexists(self.config_dir / STORE_NAME)
+
+
+class _Kept:
+    """A store handed out by a StoreCache: `close()` and leaving a `with` block keep it open for the next call."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class StoreCache:
+    """One open store per thread (SQLite connections belong to their thread), opened on first use: the API answers
+    without paying the store's open and integrity check at every request."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def get(self, ctx: Context) -> Store:
+        store = getattr(self._local, "store", None)
+        if store is None:
+            store = _Kept(open_store(ctx.config_dir, lock_timeout=ctx.lock_timeout))
+            self._local.store = store
+        return store  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -76,11 +115,12 @@ class Held:
 
 
 def _holder_text(fd: int) -> str:
+    """Who holds the lock, as its holder wrote it (escaped: the file may have been written by anyone)."""
     try:
-        os.lseek(fd, 0, os.SEEK_SET)
-        return os.read(fd, 512).decode(errors="replace").strip()
+        text = os.pread(fd, 512, 0).decode(errors="replace").strip()
     except OSError:
         return ""
+    return show_value(text) if text else ""
 
 
 def _acquire(fd: int, timeout: float, path: Path) -> None:

@@ -13,7 +13,9 @@ def run_doctor(ctx: Context | None, *, interface: str | None = None, peer_config
     checks again. For a folder whose interface runs another folder's gateway, it refuses (a fix would rewrite the
     other gateway)."""
     from bulwark_vpn import doctor
+    from bulwark_vpn.service.gateway import _parsed_interface
 
+    interface = _parsed_interface(interface)
     if peer_config is None and ctx is not None and ctx.has_store():
         from bulwark_vpn.errors import StoreError
         from bulwark_vpn.service.gateway import _interface, check_same_gateway

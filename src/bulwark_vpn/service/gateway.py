@@ -24,7 +24,7 @@ from bulwark_vpn.service.context import Context
 from bulwark_vpn.service.files import heal, locked, mutate
 from bulwark_vpn.service.provision import init_from_sources, require_store_or_input
 from bulwark_vpn.store import Store
-from bulwark_vpn.values import parse_interface_name
+from bulwark_vpn.values import parse_interface_name, parse_peer_name
 
 log = logging.getLogger("bulwark_vpn")
 
@@ -79,8 +79,14 @@ def check_same_gateway(ctx: Context, store: Store, iface: str) -> None:
                             code=ErrorCode.OTHER_GATEWAY)
 
 
-def _interface(store: Store, interface: object) -> str:
-    return parse_interface_name(interface) if interface is not None else store.settings().interface
+def _interface(store: Store, interface: str | None) -> str:
+    """The interface asked for (already parsed), else the store's."""
+    return interface if interface is not None else store.settings().interface
+
+
+def _parsed_interface(interface: object) -> str | None:
+    # Parsed before anything opens the store: bad input must not even leave SQLite's -wal/-shm behind.
+    return None if interface is None else parse_interface_name(interface)
 
 
 def apply_live(ctx: Context, store: Store, *, upsert: Iterable[Peer] = (), remove: Iterable[Peer] = (),
@@ -233,8 +239,9 @@ def down(ctx: Context, *, interface: object = None) -> DownResult:
     from bulwark_vpn.dataplane import gateway
     from bulwark_vpn.dataplane.runner import Runner
 
+    interface = _parsed_interface(interface)
     if interface is not None and not ctx.has_store():
-        iface = parse_interface_name(interface)
+        iface = interface
     else:
         with ctx.open_store(read_only=True) as store:
             iface = _interface(store, interface)
@@ -247,14 +254,41 @@ def down(ctx: Context, *, interface: object = None) -> DownResult:
     return DownResult(iface, gateway.stop_gateway(ctx.run_dir, iface))
 
 
-def status(ctx: Context, *, interface: object = None):
-    """The live interface and its peers (names from the store, counters from the device)."""
+def status(ctx: Context, *, interface: object = None, names: Iterable[object] | None = None,
+           require_names: bool = False):
+    """The live interface and its peers (names from the store, counters from the device). With `names`, only
+    those peers are listed (a page of a long list), the counts cover all; unknown names are left out, or with
+    `require_names` refused."""
+    report = _status(ctx, interface, names)
+    if require_names and names is not None:
+        listed = {p.name for p in report.peers}
+        missing = [name for name in (parse_peer_name(n) for n in names) if name not in listed]
+        if missing:
+            raise NotFoundError("no such peer", missing[0], "see 'bulwark peer list'", code=ErrorCode.NOT_FOUND)
+    return report
+
+
+def _status(ctx: Context, interface: object, names: Iterable[object] | None):
+    from dataclasses import replace
+
     from bulwark_vpn.dataplane import gateway
 
+    interface = _parsed_interface(interface)
+    wanted = None if names is None else [parse_peer_name(n) for n in names]
+    if not ctx.actor.can("metrics"):  # the metrics are the status: a metrics token reads it too
+        ctx.actor.require("read")
     with ctx.open_store(read_only=True) as store:
         iface = _interface(store, interface)
         check_same_gateway(ctx, store, iface)
-        return gateway.gateway_status(store, ctx.run_dir, iface)
+        owner = ctx.actor.owner_filter()
+        if owner is None:
+            return gateway.gateway_status(store, ctx.run_dir, iface, names=wanted)
+        # A user: their own peers only, and the counts of their own.
+        owned = list(store.iter_owned(owner))
+        report = gateway.gateway_status(store, ctx.run_dir, iface, names=owned)
+        shown = report.peers if wanted is None else [p for p in report.peers if p.name in set(wanted)]
+        return replace(report, peers=shown, peers_total=len(owned),
+                       peers_online=sum(1 for p in report.peers if p.online))
 
 
 def apply_now(ctx: Context, *, dry_run: bool = False, interface: object = None) -> ApplyResult:
@@ -265,6 +299,7 @@ def apply_now(ctx: Context, *, dry_run: bool = False, interface: object = None) 
     from bulwark_vpn.dataplane.gateway import device_changes
     from bulwark_vpn.dataplane.runner import Runner
 
+    interface = _parsed_interface(interface)
     runner = Runner(log=ctx.log)
     with ctx.open_store(read_only=True) as store:
         settings = store.settings()

@@ -93,6 +93,14 @@ def _validate_new_settings(ctx: Context, store: Store, old: Settings, new: Setti
     if new.subnet4 == old.subnet4 and (new.subnet6 is None or new.subnet6 == old.subnet6):
         return  # the peers' addresses are only checked against a new subnet
     peers = store.peers()
+    # The server takes the subnet's first host: a changed subnet (an IPv6 /126 around a peer, say) must not put it
+    # on a peer's address.
+    server_ips = {a.ip for a in new.server_addresses}
+    clash = next(((p, a) for p in peers for a in (p.address4, p.address6) if a in server_ips), None)
+    if clash is not None:
+        raise ConflictError("a peer would hold the server's own tunnel address", str(clash[1]),
+                            f"peer '{clash[0].name}' has it (the server takes the subnet's first host): choose "
+                            f"another subnet or remove that peer")
     outside4 = [p for p in peers if not Pool(new.subnet4).contains_peer_address(p.address4)]
     if outside4 and new.subnet4 != old.subnet4:
         raise ConflictError("cannot change the subnet", str(new.subnet4),

@@ -215,6 +215,12 @@ class ControlPlane:
         with self.transaction():
             self._conn.execute("DELETE FROM auth_failures WHERE scope=? AND key=?", (scope, key))
 
+    def forget_auth_failure(self, scope: str, key: str, at: float) -> None:
+        """Remove one failure (an attempt counted before its check, which then succeeded)."""
+        with self.transaction():
+            self._conn.execute("DELETE FROM auth_failures WHERE rowid IN (SELECT rowid FROM auth_failures "
+                               "WHERE scope=? AND key=? AND at=? LIMIT 1)", (scope, key, at))
+
     # -- share links ----------------------------------------------------------------------------------
 
     def add_share(self, token_hash: str, peer: str, created_by: str, now: float, expires_at: float) -> ShareRecord:

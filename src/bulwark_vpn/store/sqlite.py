@@ -34,17 +34,18 @@ from bulwark_vpn.keys import PresharedKey, PrivateKey, PublicKey
 from bulwark_vpn.model import Peer, Settings
 from bulwark_vpn.store.base import PeerQuery, PeerRow, PeerSummary, StatusRow
 from bulwark_vpn.store.control import ControlPlane
+from bulwark_vpn.values import parse_ip_address, parse_network
 
 STORE_NAME = "bulwark.db"
 # Whole-value checks for rows read without parsing (listings): what the parsers wrote, nothing else.
 _SAFE_NAME = re.compile(r"[a-zA-Z0-9_=+][a-zA-Z0-9_=+.-]{0,62}")
 _SAFE_KEY = re.compile(r"[A-Za-z0-9+/]{43}=")
 _SAFE_ADDRESS = re.compile(r"[0-9.]{7,15}")
-# The three checked at once (one match per row of a listing, not three).
+_SAFE_ADDRESS6 = re.compile(r"[0-9A-Fa-f:.]{2,45}")
+_SAFE_NETWORK = re.compile(r"[0-9A-Fa-f:.]{2,45}/[0-9]{1,3}")
+# The three checked at once (one match per row of a listing, not three), and with the IPv6 address for status.
 _SAFE_SUMMARY = re.compile(rf"(?:{_SAFE_NAME.pattern})\t(?:{_SAFE_KEY.pattern})\t(?:{_SAFE_ADDRESS.pattern})")
-_SAFE_ADDRESS6 = re.compile(r"[0-9a-f:]{2,39}")
 _SAFE_STATUS = re.compile(rf"{_SAFE_SUMMARY.pattern}\t(?:{_SAFE_ADDRESS6.pattern})?")
-_SAFE_NETWORK = re.compile(r"[0-9.]{7,15}/[0-9]{1,2}|[0-9a-f:]{2,39}/[0-9]{1,3}")
 # What `wg show dump` prints as an endpoint: an IPv4 address or a bracketed IPv6 address, and a port.
 _SAFE_ENDPOINT = re.compile(r"(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|\[[0-9a-fA-F:.]{2,45}\]):[0-9]{1,5}")
 SCHEMA_VERSION = 4
@@ -185,7 +186,7 @@ def lock_holders(path: Path) -> list[str]:
                 command = " ".join(a.decode(errors="replace") for a in argv if a)[:80]
             except OSError:
                 command = "?"
-            found.append(f"pid {entry.name} ({command})")
+            found.append(f"pid {entry.name} ({show_value(command)})")  # one line whatever its argv holds
     return found
 
 
@@ -270,10 +271,13 @@ def _translated(method):
 class SQLiteStore(ControlPlane):
     """One config folder's SQLite store. Use as a context manager or call close()."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, *, read_only: bool = False) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, *, read_only: bool = False,
+                 identity: tuple[int, int] | None = None) -> None:
         self.path = path
         self._conn = conn
         self.read_only = read_only
+        # (device, inode) of the store file as checked before SQLite opened it; None for a store being created.
+        self._identity = identity
 
     # -- opening and schema -------------------------------------------------------------------------
 
@@ -297,9 +301,18 @@ class SQLiteStore(ControlPlane):
                 raise StoreError("the store is empty (0 bytes)", str(path),
                                  "restore it from a backup ('bulwark restore FILE'), or remove it to set up a new "
                                  "server, which adopts the rendered files")
+        for suffix in _SIDE_FILES:
+            side = _lstat(Path(f"{path}{suffix}"))
+            if side is not None and not stat.S_ISREG(side.st_mode):
+                # SQLite opens these by name; it refuses a link itself, but only as "cannot open": say which.
+                kind = "a symbolic link" if stat.S_ISLNK(side.st_mode) else "not a file"
+                raise UnsafePathError(f"the store's {suffix[1:]} file is {kind}", f"{path}{suffix}",
+                                      "Bulwark never follows or replaces it: remove it (or move it away) and run the "
+                                      "command again")
         conn, read_only = _connect(path, create=create and info is None, read_only=read_only,
                                    timeout=lock_timeout)
-        store = cls(path, conn, read_only=read_only)
+        store = cls(path, conn, read_only=read_only,
+                    identity=(info.st_dev, info.st_ino) if info is not None else None)
         try:
             store._prepare()
         except sqlite3.Error as exc:
@@ -332,9 +345,30 @@ class SQLiteStore(ControlPlane):
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
-        if stat.S_IMODE(os.stat(self.path).st_mode) != PRIVATE_FILE:
-            os.chmod(self.path, PRIVATE_FILE)
+        self._make_private()
         self._migrate()
+
+    def _make_private(self) -> None:
+        """chmod 0600 the file SQLite opened, never what its name points to now: a command can wait for a lock between
+        the checks in `open` and here (another process holding the database), time enough to put a link to any file
+        in the store's place, and a chmod by name followed it (as root).
+
+        Through an O_PATH descriptor: closing an ordinary descriptor of the database would drop every POSIX lock
+        this process holds on it, SQLite's own included (the next writer then deletes the WAL under a live reader,
+        such as the supervisor); an O_PATH one holds no locks and drops none."""
+        fd = os.open(self.path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            info = os.fstat(fd)
+            if stat.S_ISLNK(info.st_mode):
+                raise UnsafePathError("the store is a symbolic link", str(self.path),
+                                      "Bulwark never follows links in its folder: put the real file there")
+            if self._identity is not None and (info.st_dev, info.st_ino) != self._identity:
+                raise UnsafePathError("the store was replaced while it was being opened", str(self.path),
+                                      "another process swapped the file: check who writes this folder")
+            if stat.S_IMODE(info.st_mode) != PRIVATE_FILE:
+                os.chmod(f"/proc/self/fd/{fd}", PRIVATE_FILE)  # the file this descriptor is, no link followed
+        finally:
+            os.close(fd)
 
     def _newer(self, version: int) -> StoreError:
         return StoreError(f"the store has schema version {version}, newer than this Bulwark's ({SCHEMA_VERSION})",
@@ -415,6 +449,18 @@ class SQLiteStore(ControlPlane):
             self._conn.backup(copy)
         finally:
             copy.close()
+
+    @_translated
+    def reset_identity(self) -> None:
+        """A new gateway id and an empty render journal: for a store restored from a backup, which is a new
+        gateway (commands must never take the backed-up gateway, still running elsewhere, for this one). Browser
+        sessions of the old gateway end too: people sign in again (accounts, tokens and links are kept)."""
+        with self.transaction():
+            self._set_meta("gateway_id", uuid.uuid4().hex)
+            self._conn.execute("DELETE FROM pending_renders")
+            if self._schema_version() >= 3:
+                self._conn.execute("DELETE FROM sessions")
+            self._bump()
 
     @_translated
     def schema_version(self) -> int:
@@ -564,9 +610,19 @@ class SQLiteStore(ControlPlane):
         return PeerRow(name, public, psk, address4, address6, networks, keepalive or None, bool(enabled), expires)
 
     @_translated
-    def status_rows(self) -> Iterator[StatusRow]:
-        for name, public, address4, address6, enabled in self._conn.execute(
-                "SELECT name, public_key, address4, address6, enabled FROM peers ORDER BY id"):
+    def status_rows(self, names: Iterable[str] | None = None) -> Iterator[StatusRow]:
+        columns = "SELECT id, name, public_key, address4, address6, enabled FROM peers"
+        if names is None:
+            rows: Iterable[tuple] = self._conn.execute(f"{columns} ORDER BY id")  # noqa: S608 - constant
+        else:
+            wanted = sorted(set(names))
+            found: list[tuple] = []
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start:start + 500]
+                marks = ", ".join("?" * len(chunk))  # only "?" marks: every name travels as a parameter
+                found += self._conn.execute(f"{columns} WHERE name IN ({marks})", chunk).fetchall()  # noqa: S608
+            rows = sorted(found)
+        for _, name, public, address4, address6, enabled in rows:
             if not (isinstance(name, str) and isinstance(public, str) and isinstance(address4, str)
                     and (address6 is None or isinstance(address6, str))
                     and _SAFE_STATUS.fullmatch(f"{name}\t{public}\t{address4}\t{address6 or ''}")):
@@ -703,6 +759,9 @@ class SQLiteStore(ControlPlane):
             routed_list = () if routed == "[]" else tuple(str(n) for n in json.loads(routed))
         except (ValueError, TypeError):
             raise StoreError(f"the store holds a damaged peer '{name}'", str(self.path), RESTORE_HINT) from None
+        if (address6 is not None and not (isinstance(address6, str) and _SAFE_ADDRESS6.fullmatch(address6))) or \
+                not all(_SAFE_NETWORK.fullmatch(n) for n in (*(allowed_list or ()), *routed_list)):
+            raise StoreError(f"the store holds a damaged peer '{name}'", str(self.path), RESTORE_HINT)
         return PeerSummary(name, public, address4, address6, allowed_list, routed_list, keepalive, bool(enabled),
                            bool(has_private), float(created), owner, expires)
 
@@ -832,7 +891,16 @@ def _nets_to_json(nets) -> str | None:
 
 
 def _nets_from_json(text: str | None):
-    return None if text is None else tuple(ipaddress.ip_network(n) for n in json.loads(text))
+    # The strict parser, not ipaddress: a damaged or planted row may hold a zone id ('fd00::%x\n...'), which
+    # ipaddress.ip_network accepts; here it makes the row damaged (a StoreError), never a value.
+    return None if text is None else tuple(parse_network(n, "stored network") for n in json.loads(text))
+
+
+def _address(text: object, version: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    address = parse_ip_address(text, "stored address")
+    if address.version != version:
+        raise ValueError(f"not an IPv{version} address: {text!r}")
+    return address
 
 
 def _peer_to_row(peer: Peer) -> tuple:
@@ -859,8 +927,8 @@ def _peer_from_row(row: tuple) -> Peer:
         public_key=PublicKey.from_base64(public),
         private_key=PrivateKey.from_base64(private) if private else None,
         preshared_key=PresharedKey.from_base64(psk) if psk else None,
-        address4=ipaddress.IPv4Address(addr4),
-        address6=ipaddress.IPv6Address(addr6) if addr6 else None,
+        address4=_address(addr4, 4),  # type: ignore[arg-type]
+        address6=_address(addr6, 6) if addr6 else None,  # type: ignore[arg-type]
         allowed_ips=_nets_from_json(allowed),
         server_allowed_ips=_nets_from_json(server_allowed) or (),
         keepalive=keepalive,
@@ -902,13 +970,17 @@ def _settings_from_json(stored: dict[str, str]) -> Settings:
             continue
         value = json.loads(raw)
         if key == "subnet4":
-            value = ipaddress.IPv4Network(value)
+            value = ipaddress.IPv4Network(parse_network(value, "stored subnet"))
         elif key == "subnet6" and value is not None:
-            value = ipaddress.IPv6Network(value)
+            value = ipaddress.IPv6Network(parse_network(value, "stored IPv6 subnet"))
         elif key in _NETWORK_LIST_FIELDS:
-            value = tuple(ipaddress.ip_network(n) for n in value)
+            value = tuple(parse_network(n, "stored network") for n in value)
         values[key] = value
     return Settings(**values)
+
+
+# SQLite's own files beside the store: the write-ahead log, its shared-memory index, a rollback journal.
+_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
 def _lstat(path: Path) -> os.stat_result | None:

@@ -21,13 +21,22 @@ MAX_NUMBERED_PEERS = 65534
 _IFNAME = re.compile(r"[a-zA-Z0-9_=+.][a-zA-Z0-9_=+.-]{0,14}")
 _PEER_NAME = re.compile(r"[a-zA-Z0-9_=+][a-zA-Z0-9_=+.-]{0,62}")
 _NUMBERED = re.compile(r"peer([1-9][0-9]{0,4})")
+_RESERVED_IFNAMES = frozenset({"all", "default"})
 
 
 def parse_interface_name(value: object, what: str = "interface name") -> str:
-    hint = f"use 1-{IFNAMSIZ} letters, digits or _=+.- not starting with '-' (e.g. wg0)"
+    hint = f"use 1-{IFNAMSIZ} letters, digits or _=+.- not starting with '-' nor ending with '+' (e.g. wg0)"
     text = require_text(value, what, hint)
     if not _IFNAME.fullmatch(text) or text in (".", ".."):
         raise InputError(f"invalid {what}", value, hint)
+    if text in _RESERVED_IFNAMES:
+        # The kernel keeps these for the settings of every interface (/proc/sys/net/ipv6/conf/all, .../default): no
+        # interface can be called so, and a sysctl written for one would change the whole host.
+        raise InputError(f"invalid {what}", value, f"'{text}' is not an interface name the kernel allows: " + hint)
+    if text.endswith("+"):
+        # iptables reads `-i wg+` as "every interface whose name starts with wg": the fallback firewall's rules
+        # would forward and masquerade other tunnels (and `-o +` every interface), unlike the nftables rendering.
+        raise InputError(f"invalid {what}", value, "a trailing '+' is a wildcard to iptables: " + hint)
     return text
 
 

@@ -92,7 +92,8 @@ def _refuse_special(net: IPNetwork, value: object, what: str, hint: str) -> None
         None
     )
     if special is not None:
-        raise InputError(f"invalid {what}", value, f"a {special} range cannot be a tunnel subnet: {hint}")
+        article = "an" if special[0] in "aeiouIU" else "a"
+        raise InputError(f"invalid {what}", value, f"{article} {special} range cannot be a tunnel subnet: {hint}")
 
 
 def parse_subnet4(value: object) -> ipaddress.IPv4Network:

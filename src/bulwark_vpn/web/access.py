@@ -55,7 +55,9 @@ def client_address(request: Request) -> str | None:
     trusted: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = request.app.state.config.trusted_proxies
     if direct is None or not trusted or not _within(direct, trusted):
         return direct
-    forwarded = request.headers.get("x-forwarded-for", "")
+    # Every X-Forwarded-For line, in order: a proxy may add its own line after the client's (HAProxy's `option
+    # forwardfor` does), and the first line alone is the client's own claim.
+    forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
     hops = [h.strip() for h in forwarded.split(",") if h.strip()]
     for hop in reversed(hops):
         if not _within(hop, trusted):
@@ -72,8 +74,11 @@ def is_https(request: Request) -> bool:
         return True
     direct = request.client.host if request.client else None
     trusted = request.app.state.config.trusted_proxies
-    return bool(direct and trusted and _within(direct, trusted)
-                and request.headers.get("x-forwarded-proto", "").lower() == "https")
+    if not (direct and trusted and _within(direct, trusted)):
+        return False
+    # The value the trusted proxy added last, not a line or item the client sent before it.
+    claims = [p.strip() for p in ",".join(request.headers.getlist("x-forwarded-proto")).split(",") if p.strip()]
+    return bool(claims) and claims[-1].lower() == "https"
 
 
 def _within(address: str, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
@@ -118,6 +123,11 @@ def resolve_caller(request: Request) -> Caller:
 
 
 def _loopback(request: Request) -> bool:
+    """A request from this host itself: a loopback connection that no proxy relayed. A reverse proxy on this host
+    connects from the loopback for every client it serves; the forwarding headers it adds say so, named as a
+    trusted proxy or not."""
+    if any(name in request.headers for name in ("x-forwarded-for", "forwarded", "x-real-ip")):
+        return False
     direct = request.client.host if request.client else ""
     try:
         return ipaddress.ip_address(direct).is_loopback
@@ -125,15 +135,22 @@ def _loopback(request: Request) -> bool:
         return False
 
 
-def enforce(rule: str) -> Callable[[Request], Caller]:
+def enforce(rule: str) -> Callable[[Request], Caller | None]:
     """The dependency that lets a request through `rule` or raises the error that says why not."""
 
-    def dependency(request: Request) -> Caller:
+    def dependency(request: Request) -> Caller | None:
+        if rule == "anonymous":
+            # Resolved when the route asks for it (caller_of): the pages' shell and static files never do, so
+            # they open no store and read no session.
+            request.state.caller = None
+            return None
         caller = resolve_caller(request)
         request.state.caller = caller
-        if rule == "anonymous":
-            return caller
         if rule == "metrics" and caller.actor is None and _loopback(request):
+            # This host's loopback reads the metrics without a token: as an actor that may do only that.
+            reader = Actor("loopback", "-", role="admin", scopes=frozenset({"metrics"}), via="api",
+                           address=caller.address)
+            caller = request.state.caller = Caller(caller.ctx.as_actor(reader), reader)
             return caller
         actor = caller.actor
         if actor is None:
@@ -182,7 +199,9 @@ class Routes:
 
 def caller_of(request: Request) -> Caller:
     """The caller `enforce` resolved for this request (use as a dependency in the route's parameters)."""
-    caller: Caller = request.state.caller
+    caller: Caller | None = request.state.caller
+    if caller is None:  # an anonymous route: resolved now, once
+        caller = request.state.caller = resolve_caller(request)
     return caller
 
 

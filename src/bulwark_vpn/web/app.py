@@ -54,7 +54,8 @@ def _bulwark_error(request: Request, exc: Exception) -> Response:
 def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)  # noqa: S101 - registered for it only
     first = exc.errors()[0] if exc.errors() else {}
-    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "request"
+    # The location may hold a field name the client made up: escaped and capped like any value shown.
+    where = show_value(".".join(str(p) for p in first.get("loc", ()) if p != "body") or "request")
     return error_response(ErrorCode.INVALID_VALUE, f"invalid {where}", None,
                           str(first.get("msg", "check the request against /api/openapi.json")))
 
@@ -64,8 +65,16 @@ def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         return error_response(ErrorCode.NOT_FOUND, "no such page or API route", None, "see /api/openapi.json")
     if exc.status_code == 405:
-        return error_response(ErrorCode.INVALID_VALUE, "this method is not allowed here", request.method,
-                              "see /api/openapi.json")
+        from bulwark_vpn.web.access import app_routes
+
+        methods = sorted({m for route in app_routes(request.app) if hasattr(route, "path_regex")
+                          and route.path_regex.match(request.url.path) for m in getattr(route, "methods", ())})
+        return error_response(ErrorCode.METHOD_NOT_ALLOWED, "this method is not allowed here", request.method,
+                              "see /api/openapi.json", headers={"Allow": ", ".join(methods)})
+    if exc.status_code == 400:
+        # Starlette's own refusal of a body it cannot read (malformed JSON): bad input like any other.
+        return error_response(ErrorCode.INVALID_VALUE, "the request body is not valid JSON", None,
+                              "send a JSON object as documented in /api/openapi.json")
     code = ErrorCode.INVALID_VALUE if exc.status_code < 500 else ErrorCode.INTERNAL
     return JSONResponse({"error": {"code": str(code), "message": str(exc.detail), "value": None, "hint": None}},
                         status_code=exc.status_code)
@@ -92,19 +101,28 @@ class BodyLimit:
             await _send_too_large(scope, send)
             return
         seen = 0
+        too_large = False
 
         async def limited() -> Message:
-            nonlocal seen
+            nonlocal seen, too_large
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > MAX_BODY:
+                    too_large = True
                     raise _TooLarge
             return message
 
+        async def guarded(message: Message) -> None:
+            # A body cut short reads as broken JSON to the route: its answer is replaced by the 413.
+            if not too_large:
+                await send(message)
+
         try:
-            await self.app(scope, limited, send)
+            await self.app(scope, limited, guarded)
         except _TooLarge:
+            pass
+        if too_large:
             await _send_too_large(scope, send)
 
 
@@ -152,6 +170,8 @@ def create_app(context_factory: Callable[[], Context], config: WebConfig | None 
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
 
+    app.add_middleware(BodyLimit)  # inside the headers below: a 413 gets them too
+
     @app.middleware("http")
     async def headers(request: Request, call_next: Callable[[Request], Any]) -> Response:
         response: Response = await call_next(request)
@@ -162,5 +182,4 @@ def create_app(context_factory: Callable[[], Context], config: WebConfig | None 
             response.headers["Cache-Control"] = "no-store"
         return response
 
-    app.add_middleware(BodyLimit)
     return app

@@ -58,8 +58,10 @@ class _GatewayCollector:
 def metrics_routes() -> Routes:
     routes = Routes(tags=["metrics"])
 
+    from bulwark_vpn.web.routes import ERRORS
+
     @routes.add("GET", "/metrics", "metrics", response_class=Response,
-                responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
+                responses={**ERRORS, 200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
     def metrics(caller: Annotated[Caller, Depends(caller_of)]) -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import Depends, Query, Request, Response
+from fastapi import Depends, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
 from bulwark_vpn import service
@@ -15,8 +15,12 @@ from bulwark_vpn.web.access import SESSION_COOKIE, Caller, Routes, caller_of, is
 
 api = Routes("/api/v1")
 CallerDep = Annotated[Caller, Depends(caller_of)]
+# Path parameters as their parsers accept them (so generated requests reach the operations).
+PeerName = Annotated[str, Path(pattern=r"^[a-zA-Z0-9_=+][a-zA-Z0-9_=+.-]{0,62}$")]
+UserName = Annotated[str, Path(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,31}$")]
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": s.ErrorOut} for code in (401, 403, 404, 409, 413, 422, 429, 500, 503)}
+    code: {"model": s.ErrorOut, "content": {"application/json": {}}, "description": "the one error shape"}
+    for code in (401, 403, 404, 405, 409, 413, 422, 429, 500, 503)}
 
 
 def _session_cookie(request: Request, response: Response, session: str | None) -> None:
@@ -144,12 +148,12 @@ def add_peers(body: s.PeerCreate, caller: CallerDep) -> dict[str, Any]:
 
 
 @api.add("GET", "/peers/{name}", "read", response_model=s.PeerOut, responses=ERRORS, tags=["peers"])
-def show_peer(name: str, caller: CallerDep) -> dict[str, Any]:
+def show_peer(name: PeerName, caller: CallerDep) -> dict[str, Any]:
     return service.show_peer(caller.ctx, name).to_dict()
 
 
 @api.add("PATCH", "/peers/{name}", "peers:write", response_model=s.PeerOut, responses=ERRORS, tags=["peers"])
-def update_peer(name: str, body: s.PeerUpdate, caller: CallerDep) -> dict[str, Any]:
+def update_peer(name: PeerName, body: s.PeerUpdate, caller: CallerDep) -> dict[str, Any]:
     from bulwark_vpn.service.peers import UpdatePeerRequest, update_peer
 
     request = UpdatePeerRequest.parse(name, allowed_ips=body.allowed_ips, keepalive=body.keepalive,
@@ -159,19 +163,19 @@ def update_peer(name: str, body: s.PeerUpdate, caller: CallerDep) -> dict[str, A
 
 @api.add("DELETE", "/peers/{name}", "peers:write", response_model=s.PeersResultOut, responses=ERRORS,
          tags=["peers"])
-def remove_peer(name: str, caller: CallerDep) -> dict[str, Any]:
+def remove_peer(name: PeerName, caller: CallerDep) -> dict[str, Any]:
     return service.remove_peers(caller.ctx, service.PeerNamesRequest.parse([name])).to_dict()
 
 
 @api.add("POST", "/peers/{name}/enable", "peers:write", response_model=s.PeersResultOut, responses=ERRORS,
          tags=["peers"])
-def enable_peer(name: str, caller: CallerDep) -> dict[str, Any]:
+def enable_peer(name: PeerName, caller: CallerDep) -> dict[str, Any]:
     return service.set_peers_enabled(caller.ctx, service.PeerNamesRequest.parse([name]), True).to_dict()
 
 
 @api.add("POST", "/peers/{name}/disable", "peers:write", response_model=s.PeersResultOut, responses=ERRORS,
          tags=["peers"])
-def disable_peer(name: str, caller: CallerDep) -> dict[str, Any]:
+def disable_peer(name: PeerName, caller: CallerDep) -> dict[str, Any]:
     return service.set_peers_enabled(caller.ctx, service.PeerNamesRequest.parse([name]), False).to_dict()
 
 
@@ -180,7 +184,7 @@ _CONFIG_RESPONSES = {**ERRORS, 200: {"content": {"text/plain": {}}, "description
 
 @api.add("GET", "/peers/{name}/config", "read", response_class=PlainTextResponse, responses=_CONFIG_RESPONSES,
          tags=["peers"])
-def peer_config(name: str, caller: CallerDep) -> PlainTextResponse:
+def peer_config(name: PeerName, caller: CallerDep) -> PlainTextResponse:
     """The wg-quick config as a file download (the name `wg-quick up` accepts)."""
     config = service.peer_config(caller.ctx, service.PeerConfigRequest.parse(name))
     return PlainTextResponse(config.text, headers={
@@ -189,7 +193,7 @@ def peer_config(name: str, caller: CallerDep) -> PlainTextResponse:
 
 @api.add("GET", "/peers/{name}/qr.svg", "read", responses={**ERRORS, 200: {"content": {"image/svg+xml": {}}}},
          response_class=Response, tags=["peers"])
-def peer_qr_svg(name: str, caller: CallerDep) -> Response:
+def peer_qr_svg(name: PeerName, caller: CallerDep) -> Response:
     from bulwark_vpn.service.peers import peer_qr_svg
 
     return Response(peer_qr_svg(caller.ctx, service.PeerConfigRequest.parse(name)), media_type="image/svg+xml")
@@ -197,14 +201,14 @@ def peer_qr_svg(name: str, caller: CallerDep) -> Response:
 
 @api.add("GET", "/peers/{name}/qr.png", "read", responses={**ERRORS, 200: {"content": {"image/png": {}}}},
          response_class=Response, tags=["peers"])
-def peer_qr_png(name: str, caller: CallerDep) -> Response:
+def peer_qr_png(name: PeerName, caller: CallerDep) -> Response:
     from bulwark_vpn.service.peers import peer_qr_png
 
     return Response(peer_qr_png(caller.ctx, service.PeerConfigRequest.parse(name)), media_type="image/png")
 
 
 @api.add("GET", "/peers/{name}/traffic", "read", response_model=s.TrafficOut, responses=ERRORS, tags=["peers"])
-def peer_traffic(name: str, caller: CallerDep,
+def peer_traffic(name: PeerName, caller: CallerDep,
                  span: Annotated[str, Query(alias="range", max_length=10)] = "day") -> dict[str, Any]:
     """Bytes received and sent over the last hour or day (per minute) or month (per hour)."""
     from bulwark_vpn.service.traffic import traffic
@@ -214,7 +218,7 @@ def peer_traffic(name: str, caller: CallerDep,
 
 @api.add("POST", "/peers/{name}/shares", "peers:write", status_code=201, response_model=s.NewShareOut,
          responses=ERRORS, tags=["shares"])
-def share_peer(name: str, body: s.ShareCreate, caller: CallerDep) -> dict[str, Any]:
+def share_peer(name: PeerName, body: s.ShareCreate, caller: CallerDep) -> dict[str, Any]:
     """A single-use link to this peer's config, expiring (24h unless given, at most 30d)."""
     from bulwark_vpn.service.share import create_share
 
@@ -255,14 +259,12 @@ def redeem_share(body: s.RedeemBody, caller: CallerDep) -> dict[str, Any]:
 # -- the gateway ----------------------------------------------------------------------------------------------
 
 @api.add("GET", "/status", "read", response_model=s.StatusOut, responses=ERRORS, tags=["gateway"])
-def status(caller: CallerDep) -> dict[str, Any]:
-    """The interface and its peers' handshakes and traffic (a user sees their own peers only)."""
-    report = service.status(caller.ctx).to_dict()
-    actor = caller.actor
-    if actor is not None and not actor.sees_all:
-        owned = {p.name for p in service.list_peers(caller.ctx).peers}
-        report["peers"] = [p for p in report["peers"] if p["name"] in owned]
-    return report
+def status(caller: CallerDep, name: Annotated[list[str] | None, Query(max_length=1000)] = None,
+           summary: bool = False) -> dict[str, Any]:
+    """The interface and its peers' handshakes and traffic (a user sees their own peers only). `name` (repeated)
+    lists only those peers, e.g. the page of a list; `summary=true` lists none. `peers_total` and `peers_online`
+    always count every peer the caller may see."""
+    return service.status(caller.ctx, names=[] if summary else name).to_dict()
 
 
 @api.add("GET", "/doctor", "admin", response_model=s.DoctorOut, responses=ERRORS, tags=["gateway"])
@@ -329,14 +331,14 @@ def add_user(body: s.UserCreate, caller: CallerDep) -> dict[str, Any]:
 
 
 @api.add("GET", "/users/{name}", "read", response_model=s.UserOut, responses=ERRORS, tags=["users"])
-def show_user(name: str, caller: CallerDep) -> dict[str, Any]:
+def show_user(name: UserName, caller: CallerDep) -> dict[str, Any]:
     from bulwark_vpn.service import accounts
 
     return accounts.show_user(caller.ctx, name).to_dict()
 
 
 @api.add("PATCH", "/users/{name}", "admin", response_model=s.UserOut, responses=ERRORS, tags=["users"])
-def update_user(name: str, body: s.UserUpdate, caller: CallerDep) -> dict[str, Any]:
+def update_user(name: UserName, body: s.UserUpdate, caller: CallerDep) -> dict[str, Any]:
     from bulwark_vpn.service import accounts
 
     request = accounts.UpdateUserRequest.parse(name, role=body.role, peer_limit=body.peer_limit,
@@ -345,14 +347,14 @@ def update_user(name: str, body: s.UserUpdate, caller: CallerDep) -> dict[str, A
 
 
 @api.add("DELETE", "/users/{name}", "admin", response_model=s.UserOut, responses=ERRORS, tags=["users"])
-def remove_user(name: str, caller: CallerDep) -> dict[str, Any]:
+def remove_user(name: UserName, caller: CallerDep) -> dict[str, Any]:
     from bulwark_vpn.service import accounts
 
     return accounts.remove_user(caller.ctx, name).to_dict()
 
 
 @api.add("POST", "/users/{name}/reset-2fa", "admin", response_model=s.UserOut, responses=ERRORS, tags=["users"])
-def reset_2fa(name: str, caller: CallerDep) -> dict[str, Any]:
+def reset_2fa(name: UserName, caller: CallerDep) -> dict[str, Any]:
     from bulwark_vpn.service import accounts
 
     return accounts.reset_2fa(caller.ctx, name).to_dict()
@@ -360,7 +362,7 @@ def reset_2fa(name: str, caller: CallerDep) -> dict[str, Any]:
 
 @api.add("POST", "/users/{name}/setup-link", "admin", response_model=s.SetupLinkOut, responses=ERRORS,
          tags=["users"])
-def setup_link(name: str, caller: CallerDep) -> dict[str, Any]:
+def setup_link(name: UserName, caller: CallerDep) -> dict[str, Any]:
     from bulwark_vpn.service import accounts
 
     return accounts.new_setup_link(caller.ctx, name).to_dict()
@@ -385,7 +387,7 @@ def create_token(body: s.TokenCreate, caller: CallerDep) -> dict[str, Any]:
     return auth.create_token(caller.ctx, request).to_dict()
 
 
-@api.add("DELETE", "/tokens/{token_id}", "read", response_model=s.TokenOut, responses=ERRORS, tags=["tokens"])
+@api.add("DELETE", "/tokens/{token_id}", "peers:write", response_model=s.TokenOut, responses=ERRORS, tags=["tokens"])
 def revoke_token(token_id: int, caller: CallerDep) -> dict[str, Any]:
     from bulwark_vpn.service import auth
 

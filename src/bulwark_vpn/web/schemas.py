@@ -128,6 +128,8 @@ class StatusOut(Model):
     public_key: str
     addresses: list[str]
     peers: list[PeerStatusOut]
+    peers_total: int = 0
+    peers_online: int = 0
 
 
 class CheckOut(Model):

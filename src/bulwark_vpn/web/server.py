@@ -82,8 +82,12 @@ def default_listen(ctx: Context) -> tuple[Listen, ...]:
 
 def _socket(listen: Listen) -> socket.socket:
     family = socket.AF_INET6 if ":" in listen.address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose proto says TCP, and
+    # with Nagle on, a response written in two pieces waits for the client's delayed ACK: 40 ms per request on a
+    # kept-alive connection, as a browser's are. TCP_NODELAY is set here too; accepted sockets inherit it.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         # The tunnel address exists only while the gateway is up: bind to it anyway.
         sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
@@ -99,13 +103,59 @@ def _socket(listen: Listen) -> socket.socket:
     return sock
 
 
-def build_server(ctx: Context, options: ServeOptions):
+# A client has this long, from connecting or from the end of the previous response, to send a whole request (head
+# and body). Without it, connections that send a request slowly, or half of one, hold server slots for as long as
+# they stay open: a few hundred of them and every caller gets 503.
+REQUEST_TIMEOUT = 10.0
+
+
+def _guarded_protocol(request_timeout: float):
+    """uvicorn's HTTP/1.1 protocol with a deadline for receiving each request."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedProtocol(H11Protocol):
+        _deadline = None
+
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            self._deadline = self.loop.call_later(request_timeout, self._expired)
+
+        def _expired(self) -> None:
+            self._deadline = None
+            # Still receiving: no request head yet (IDLE) or a body not finished (SEND_BODY). A request fully
+            # received and being answered is left alone, however long the answer takes.
+            if self.conn.their_state in (h11.IDLE, h11.SEND_BODY) and not self.transport.is_closing():
+                self.transport.close()
+
+    return GuardedProtocol
+
+
+def build_server(ctx: Context, options: ServeOptions, *, request_timeout: float = REQUEST_TIMEOUT):
     """A uvicorn server for the app and its listening sockets (bound now, so errors come before anything runs)."""
+    from dataclasses import replace
+
     import uvicorn
 
+    from bulwark_vpn.service.context import StoreCache
     from bulwark_vpn.web.app import WebConfig, create_app
 
-    base = ctx
+    base = replace(ctx, stores=StoreCache())
 
     def context_factory() -> Context:
         return base
@@ -116,7 +166,7 @@ def build_server(ctx: Context, options: ServeOptions):
     config = uvicorn.Config(app, access_log=False, log_level="warning", server_header=False, date_header=True,
                             proxy_headers=False, ssl_certfile=str(options.tls_cert) if options.tls_cert else None,
                             ssl_keyfile=str(options.tls_key) if options.tls_key else None, timeout_keep_alive=5,
-                            limit_concurrency=256)
+                            limit_concurrency=256, http=_guarded_protocol(request_timeout))
     return uvicorn.Server(config), sockets, listen
 
 
@@ -137,8 +187,8 @@ def serve_forever(ctx: Context, options: ServeOptions, ready=None) -> None:
 class BackgroundServer:
     """The API as a thread of the supervisor (`up --serve`)."""
 
-    def __init__(self, ctx: Context, options: ServeOptions) -> None:
-        self.server, self.sockets, self.listen = build_server(ctx, options)
+    def __init__(self, ctx: Context, options: ServeOptions, *, request_timeout: float = REQUEST_TIMEOUT) -> None:
+        self.server, self.sockets, self.listen = build_server(ctx, options, request_timeout=request_timeout)
         self.thread = threading.Thread(target=self._run, name="bulwark-api", daemon=True)
 
     def _run(self) -> None:

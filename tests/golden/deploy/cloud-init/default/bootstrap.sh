@@ -6,7 +6,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update
 apt-get install -y --no-install-recommends python3-venv wireguard-tools wireguard-go nftables iproute2
 python3 -m venv /opt/bulwark
-/opt/bulwark/bin/pip install --no-cache-dir --upgrade 'bulwark-vpn==0.1.0'
+/opt/bulwark/bin/pip install --no-cache-dir --upgrade 'bulwark-vpn[web]==0.1.0'
 mkdir -p /usr/local/bin
 ln -sf /opt/bulwark/bin/bulwark /usr/local/bin/bulwark
 install -d -m 0700 /etc/bulwark

@@ -17,6 +17,7 @@ docker run \
   -e 'ALLOWEDIPS=10.0.0.0/8, 192.168.0.0/16' \
   -e PERSISTENTKEEPALIVE_PEERS=all \
   -e LOG_CONFS=true \
+  -e BULWARK_SERVE=true \
   -p 51821:51820/udp \
   -v /srv/bulwark:/config \
   --sysctl="net.ipv4.ip_forward=1" \

@@ -15,6 +15,7 @@ docker run \
   -e PEERDNS=auto \
   -e 'ALLOWEDIPS=0.0.0.0/0, ::/0' \
   -e LOG_CONFS=false \
+  -e BULWARK_SERVE=true \
   -p 51820:51820/udp \
   -v "$PWD"/config:/config \
   --sysctl="net.ipv4.ip_forward=1" \

@@ -1,0 +1,1 @@
+"""Importers: other tools' files (wg-quick, PiVPN, wg-easy) read into one import plan (`importers.plan`)."""
