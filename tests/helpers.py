@@ -95,3 +95,26 @@ def add_peers(config_dir: Path, names: list[str], **options: object):
     from bulwark_vpn import service
 
     return service.add_peers(context(config_dir), service.AddPeersRequest.parse(names, **options))
+
+
+def insert_peers(config_dir: Path, count: int, prefix: str = "peer", start: int = 1) -> None:
+    """`count` peers (`{prefix}N` from `start`) straight into the store in one transaction: keys, PSK and addresses
+    as `peer add` makes them, no files and no live apply (large stores for tests and benches). Their files are the
+    render journal's job: recorded as pending, a command renders them."""
+    from bulwark_vpn.addressing import Pool
+    from bulwark_vpn.keys import PresharedKey, PrivateKey
+    from bulwark_vpn.model import Peer
+    from bulwark_vpn.store import RENDER_ALL_PEERS, RENDER_SERVER, open_store
+
+    with open_store(config_dir) as store:
+        settings = store.settings()
+        pool4 = Pool(settings.subnet4)
+        pool6 = Pool(settings.subnet6) if settings.subnet6 is not None else None
+        with store.transaction():
+            for number in range(start, start + count):
+                private = PrivateKey.generate()
+                store.insert_peer(Peer(
+                    name=f"{prefix}{number}", public_key=private.public_key(), private_key=private,
+                    preshared_key=PresharedKey.generate(), address4=store.allocate(pool4),  # type: ignore[arg-type]
+                    address6=store.allocate(pool6) if pool6 is not None else None))  # type: ignore[arg-type]
+            store.add_pending([RENDER_SERVER, RENDER_ALL_PEERS])

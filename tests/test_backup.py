@@ -251,9 +251,11 @@ def test_an_older_schema_is_migrated_and_a_fresh_folder_left_as_it_was_on_failur
     _backup(config, good)
     db, manifest = _parts(good, tmp_path)
     with sqlite3.connect(db) as conn:
-        # Back to schema 1 for real: without what schemas 2 and 3 added.
+        # Back to schema 1 for real: without what schemas 2, 3 and 4 added.
+        for trigger in ("peers_inserted", "peers_updated", "peers_deleted"):
+            conn.execute(f"DROP TRIGGER {trigger}")
         for table in ("pending_renders", "users", "recovery_codes", "setup_links", "sessions", "tokens",
-                      "auth_failures", "share_links", "audit", "traffic"):
+                      "auth_failures", "share_links", "audit", "traffic", "peer_endpoints", "peer_changes"):
             conn.execute(f"DROP TABLE {table}")
         for index in ("peers_owner", "peers_expires", "peers_address4_num"):
             conn.execute(f"DROP INDEX {index}")

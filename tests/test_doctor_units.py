@@ -17,15 +17,16 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from bulwark_vpn.dataplane.gateway import RuntimeState
 from bulwark_vpn.dataplane.runner import Runner
-from bulwark_vpn.dataplane.wg import DevicePeer, DeviceState
+from bulwark_vpn.dataplane.wg import DevicePeer
 from bulwark_vpn.doctor import handshake
 from bulwark_vpn.doctor.checks import check_handshakes
-from bulwark_vpn.doctor.facts import HostFacts, ServerContext, StoreView
+from bulwark_vpn.doctor.facts import HostFacts, LiveDevice, ServerContext, StoreView
 from bulwark_vpn.doctor.model import CheckResult, Remedy, Status
 from bulwark_vpn.doctor.nftrules import Packet, Ruleset, describe, resolve_conntrack_matches
 from bulwark_vpn.keys import PresharedKey, PrivateKey
 from bulwark_vpn.model import Peer, Settings
 from bulwark_vpn.render.doctor import render_plan, render_results, results_json
+from bulwark_vpn.store.base import row_of
 
 # -- the nftables evaluator -------------------------------------------------------------------------------
 
@@ -237,11 +238,20 @@ def test_a_response_with_another_psk_or_for_another_key_does_not_verify():
 # -- handshake classification -----------------------------------------------------------------------------
 
 
+def _dump_line(peer: DevicePeer) -> str:
+    """A peer as `wg show dump` prints it."""
+    allowed = ",".join(sorted(str(n) for n in peer.allowed_ips)) or "(none)"
+    return "\t".join([str(peer.public_key), "(none)", peer.endpoint or "(none)", allowed,
+                      str(peer.latest_handshake), str(peer.rx_bytes), str(peer.tx_bytes),
+                      str(peer.keepalive or "off")])
+
+
 def _context(peers: list[Peer], live: list[DevicePeer], now: float) -> ServerContext:
     host = HostFacts(Runner())
     host._values["links"] = {"wg0": {"ifname": "wg0", "flags": ["UP"], "mtu": 1420}}
-    host._values[("device", "wg0")] = DeviceState(None, None, 51820, None, {p.public_key: p for p in live})
-    view = StoreView(Settings(), peers, PrivateKey.generate(), 1)
+    dump = "\n".join([f"{PrivateKey.generate().to_base64()}\t(none)\t51820\toff", *map(_dump_line, live)]) + "\n"
+    host._values[("device", "wg0")] = LiveDevice.of(dump)
+    view = StoreView(Settings(), [], PrivateKey.generate(), 1, rows=[row_of(p) for p in peers])
     state = RuntimeState("wg0", "/etc/bulwark", 1, "userspace", "eth0", {}, True, True)
     return ServerContext(Path("/etc/bulwark"), "wg0", view, state, host, now)
 

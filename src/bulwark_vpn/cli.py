@@ -71,16 +71,25 @@ def _echo_json(value: object) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True))
 
 
-def _stream_json(value: dict[str, Any], key: str) -> None:
-    """A large JSON object written one list item per line as it goes (valid JSON; the same value as _echo_json)."""
+def _stream_json(value: dict[str, Any], key: str, items: Any = None, line: Any = None) -> None:
+    """A large JSON object written one list item per line, in chunks (valid JSON; the same value as _echo_json).
+    `items` and `line` give the list's objects and their one-line JSON (see render.jsonlines) instead of
+    `value[key]` and json.dumps."""
     import json
 
-    items = value[key]
+    if items is None:
+        items = value[key]
+        line = lambda item: json.dumps(item, sort_keys=True)  # noqa: E731
     rest = {k: v for k, v in value.items() if k != key}
     out = sys.stdout
     out.write("{\n  " + json.dumps(key) + ": [")
+    chunk: list[str] = []
     for index, item in enumerate(items):
-        out.write(("," if index else "") + "\n    " + json.dumps(item, sort_keys=True))
+        chunk.append(("," if index else "") + "\n    " + line(item))
+        if len(chunk) == 1000:
+            out.write("".join(chunk))
+            chunk.clear()
+    out.write("".join(chunk))
     out.write("\n  ]" if items else "]")
     for k in sorted(rest):
         out.write(f",\n  {json.dumps(k)}: {json.dumps(rest[k], sort_keys=True)}")
@@ -164,6 +173,8 @@ def _setup_logging(debug: bool) -> None:
 @click.option("--api-url", help="The address people open, e.g. https://vpn.example.com (links use it).")
 @click.option("--require-2fa/--no-require-2fa", default=None, help="Every user must set up TOTP [off].")
 @click.option("--audit-retention-days", help="How long the audit log keeps entries [90].")
+@click.option("--files", help="Each peer's files in the folder: full (config, keys, QR code PNG: the linuxserver "
+                              "layout), configs (no PNG) or none (configs from 'peer show') [full] (BULWARK_FILES).")
 @click.option("--peers", help="Peers to create: a count N (peer1..peerN) or names (PEERS).")
 @_json_option
 def init(config_dir, settings_file, peers, as_json, **flags) -> None:
@@ -177,8 +188,10 @@ def init(config_dir, settings_file, peers, as_json, **flags) -> None:
     if result.adopted_from:
         _say(f"adopted the linuxserver/wireguard config {result.adopted_from}")
     _say(f"server {'created' if result.created else 'updated'} in {result.config_dir}")
-    for name in result.added:
+    for name in result.added[:20]:
         _say(f"added peer {name}")
+    if len(result.added) > 20:
+        _say(f"added {len(result.added) - 20} more peers, up to {result.added[-1]} ('bulwark peer list' shows them)")
 
 
 # -- peers ------------------------------------------------------------------------------------------------
@@ -295,7 +308,10 @@ def peer_list(config_dir, search, as_json) -> None:
 
     result = service.list_peers(_context(config_dir), service.ListPeersRequest.parse(search=search))
     if as_json:
-        _stream_json(result.to_dict(), "peers")
+        from bulwark_vpn.render.jsonlines import PeerInfoLines
+
+        _stream_json({"peers": None, "total": len(result.peers) if result.total < 0 else result.total,
+                      "offset": result.offset}, "peers", result.peers, PeerInfoLines())
         return
     width = max([12, *(len(p.name) for p in result.peers)])
     for p in result.peers:
@@ -341,8 +357,9 @@ def peer_show(name, config_dir, endpoint, qr, as_json) -> None:
 @click.option("--foreground", is_flag=True, help="Stay attached and supervise (systemd, containers).")
 @click.option("--serve/--no-serve", default=None, help="Also serve the HTTP API and web pages (kept as a setting).")
 @click.option("--error-file", hidden=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--prepared", is_flag=True, hidden=True, help="Started by 'bulwark up', which provisioned already.")
 @_json_option
-def up(config_dir, interface, backend, settings_file, foreground, serve, error_file, as_json) -> None:
+def up(config_dir, interface, backend, settings_file, foreground, serve, error_file, prepared, as_json) -> None:
     """Bring the gateway up from the store (setting it up from the linuxserver variables if needed)."""
     from bulwark_vpn import service
 
@@ -350,6 +367,7 @@ def up(config_dir, interface, backend, settings_file, foreground, serve, error_f
     if foreground:
         _STATE["error_file"] = error_file
         service.up_foreground(ctx, interface=interface, backend=backend, settings_file=settings_file, serve=serve,
+                              prepared=prepared,
                               ready=lambda state: _say(f"{state.interface} is up ({state.backend}, pid {state.pid})"))
         return
     result = service.up_background(ctx, interface=interface, backend=backend, settings_file=settings_file,
@@ -357,6 +375,25 @@ def up(config_dir, interface, backend, settings_file, foreground, serve, error_f
     click.echo(result.log, err=True, nl=False)
     if as_json:
         _echo_json(result.to_dict())
+
+
+@cli.command()
+@_config_dir_option
+@click.option("--all", "everything", is_flag=True, help="Render every file again from the store.")
+@click.option("--background", is_flag=True, hidden=True,
+              help="Run as the background renderer a command starts (leaves at once if one runs).")
+@_json_option
+def render(config_dir, everything, background, as_json) -> None:
+    """Bring the folder's files level with the store now (a large server config is otherwise updated in the
+    background, a moment after each change)."""
+    from bulwark_vpn import service
+
+    ctx = _context(config_dir)
+    result = service.background_render(ctx) if background else service.render_pending(ctx, everything=everything)
+    if as_json:
+        _echo_json(result.to_dict())
+    elif not background:
+        _say(f"files are level with the store ({result.finished} pending update(s) finished)")
 
 
 @cli.command()
@@ -386,7 +423,9 @@ def status(config_dir, interface, as_json, names) -> None:
 
     report = service.status(_context(config_dir), interface=interface, names=names or None, require_names=True)
     if as_json:
-        _echo_json(report.to_dict())
+        from bulwark_vpn.render.jsonlines import status_peer
+
+        _stream_json({**report.to_dict(peers=False), "peers": None}, "peers", report.peers, status_peer)
     else:
         from bulwark_vpn.render.status import render_status
 

@@ -66,6 +66,17 @@ def parse_peer_dns(value: object) -> str:
     return ",".join(str(a) for a in parse_dns_servers(text, "PEERDNS"))
 
 
+def parse_files_layout(value: object) -> str:
+    """The peer file layout (BULWARK_FILES): full, configs or none."""
+    from bulwark_vpn.model import FILE_LAYOUTS
+
+    hint = "use full (configs, keys and QR codes), configs (no QR code PNGs) or none (configs from 'peer show')"
+    text = require_text(value, "file layout (BULWARK_FILES)", hint).strip(" \t")
+    if text not in FILE_LAYOUTS:
+        raise InputError("invalid file layout (BULWARK_FILES)", value, hint)
+    return text
+
+
 def parse_backend(value: object) -> str:
     text = require_text(value, "backend", "use auto, kernel or userspace")
     if text not in ("auto", "kernel", "userspace"):
@@ -118,6 +129,7 @@ _SETTING_PARSERS: dict[str, Callable[[Any], Any]] = {
     "require_2fa": lambda v: parse_bool(v, "require 2FA (BULWARK_REQUIRE_2FA)"),
     "audit_retention_days": lambda v: parse_int(v, 1, 3650, "audit retention (BULWARK_AUDIT_RETENTION_DAYS)",
                                                 "days"),
+    "files": parse_files_layout,
 }
 
 # Optional settings that "" resets to their default (None): `--egress-interface ''` NATs out of every interface again.
@@ -146,6 +158,7 @@ _ENV_NAMES = {
     "BULWARK_API_URL": "api_url",
     "BULWARK_REQUIRE_2FA": "require_2fa",
     "BULWARK_AUDIT_RETENTION_DAYS": "audit_retention_days",
+    "BULWARK_FILES": "files",
 }
 
 

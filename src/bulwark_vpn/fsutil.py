@@ -27,6 +27,11 @@ PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
 PUBLIC_FILE = 0o644
 TEMP_PREFIX = ".bulwark-tmp-"
+# Folder descriptors kept open: 65,000 peer folders would exceed the process's file limit.
+DIR_CACHE = 256
+# Up to this many files are synced one by one (fsync of each file, then of its folder after the rename); more are
+# synced with one os.sync(), which also flushes whatever else the machine has to write.
+FSYNC_FEW = 32
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -81,6 +86,18 @@ def atomic_write(path: Path, data: bytes | str, mode: int = PRIVATE_FILE) -> boo
     return True
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask would set it, racing other threads)."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o777  # unknown: always set the mode explicitly
+
+
 def _split(relative: str) -> list[str]:
     parts = [p for p in relative.split("/") if p]
     if not parts or any(p in (".", "..") for p in parts):
@@ -112,14 +129,24 @@ class Staged:
             self.folder._release(current)
 
     def commit(self) -> int:
-        """Rename every temp over its target, remove the folders listed for removal, then one sync."""
+        """Rename every temp over its target, remove the folders listed for removal, then sync (the folders of a
+        few files, else everything)."""
+        folders = {folder for folder, _, _ in self.pending} if len(self.pending) <= FSYNC_FEW else set()
+        self.folder._fresh.clear()
         self._each(lambda dir_fd, tmp, name: os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd))
         done = len(self.pending)
         self.pending = []
         for relative in self.removals:
             self.folder.remove_tree(relative)
-        if done or self.removals:
+            folders.add("/".join(_split(relative)[:-1]))
+        if done + len(self.removals) > FSYNC_FEW:
             os.sync()
+        else:
+            for folder in folders:
+                try:
+                    os.fsync(self.folder._open_dir(folder, create=False) if folder else self.folder.fd)
+                except FileNotFoundError:
+                    continue  # removed as well
         return done
 
     def abort(self) -> None:
@@ -143,6 +170,8 @@ class SafeFolder:
         self.fd = fd
         self._dirs: dict[str, int] = {"": fd}
         self._secured: set[str] = set()
+        # Folders this object made since its last commit: nothing can be in them yet but temp files.
+        self._fresh: set[str] = set()
 
     # -- opening --------------------------------------------------------------------------------------
 
@@ -208,6 +237,7 @@ class SafeFolder:
                 raise
             try:
                 os.mkdir(name, PRIVATE_DIR, dir_fd=parent)
+                self._fresh.add(relative)
             except FileExistsError:
                 pass
             except OSError as exc:
@@ -220,7 +250,15 @@ class SafeFolder:
         self._dirs[relative] = fd
         if create:
             self._secure(fd, relative)
+        if len(self._dirs) > DIR_CACHE:
+            self._evict()
         return fd
+
+    def _evict(self) -> None:
+        """Close the oldest cached folder descriptors (never the root's, never the newest)."""
+        for key in list(self._dirs)[:len(self._dirs) - DIR_CACHE // 2]:
+            if key:
+                os.close(self._dirs.pop(key))
 
     def _release(self, relative: str) -> None:
         """Close a cached folder descriptor (opened again, from the root and without following links, when
@@ -293,29 +331,42 @@ class SafeFolder:
 
     # -- writing --------------------------------------------------------------------------------------
 
-    def stage(self, files: Iterable[tuple[str, bytes, int]], remove: Iterable[str] = ()) -> Staged:
+    def stage(self, files: Iterable[tuple[str, bytes, int]], remove: Iterable[str] = (), *,
+              into: Staged | None = None, sync: bool = True) -> Staged:
         """Write each changed file to a temp beside its target (O_EXCL|O_NOFOLLOW) and sync them all once; the
         targets are untouched until `Staged.commit`. Unchanged files are skipped. On any failure the temps
-        written so far are removed and the error raised: nothing has changed."""
-        staged = Staged(self)
+        written so far (also those of `into`, when staging in batches) are removed and the error raised: nothing
+        has changed. `sync=False` leaves the sync to the caller's last batch."""
+        staged = into or Staged(self)
+        umask = _umask()
+        token = secrets.token_hex(4)
         last: str | None = None
         try:
             for relative, payload, mode in files:
-                folder = relative.rpartition("/")[0].strip("/")
+                parts = _split(relative)
+                folder = "/".join(parts[:-1])
                 if last and folder != last:
                     self._release(last)  # one descriptor at a time, whatever the number of folders
                 last = folder
-                parent, name = self._parent(relative, create=True)
-                current = self._current(parent, name, relative)
-                if current is not None and current == (payload, mode):
+                parent = self._open_dir(folder, create=True) if folder else self.fd
+                name = parts[-1]
+                if folder not in self._fresh and self._unchanged(parent, name, relative, payload, mode):
                     continue
-                tmp = f"{TEMP_PREFIX}{name}-{secrets.token_hex(4)}"
+                # O_EXCL: a leftover of the same name is never written through; the counter makes names unique.
+                tmp = f"{TEMP_PREFIX}{name}-{token}{len(staged.pending):x}"
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
                              dir_fd=parent)
-                staged.pending.append(("/".join(_split(relative)[:-1]), tmp, name))
-                with os.fdopen(fd, "wb") as fh:
-                    os.fchmod(fh.fileno(), mode)
-                    fh.write(payload)
+                staged.pending.append((folder, tmp, name))
+                try:
+                    if mode & umask:
+                        os.fchmod(fd, mode)  # the umask took bits the file must have
+                    view = memoryview(payload)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    if len(staged.pending) <= FSYNC_FEW:
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
             if last:
                 self._release(last)
             for relative in remove:
@@ -324,7 +375,7 @@ class SafeFolder:
                     if stat.S_ISLNK(info.st_mode):
                         raise self._unsafe(relative, "a symbolic link")  # refused before anything commits
                     staged.removals.append(relative)
-            if staged.pending:
+            if len(staged.pending) > FSYNC_FEW and sync:
                 os.sync()
         except OSError as exc:
             staged.abort()
@@ -334,17 +385,20 @@ class SafeFolder:
             raise
         return staged
 
-    def _current(self, parent: int, name: str, relative: str) -> tuple[bytes, int] | None:
-        """The target's content and mode when it is a regular file, None when missing; anything else refused."""
+    def _unchanged(self, parent: int, name: str, relative: str, payload: bytes, mode: int) -> bool:
+        """True when the target is a regular file with exactly this content and mode (missing: False); a link or
+        anything else there is refused."""
         try:
             info = os.stat(name, dir_fd=parent, follow_symlinks=False)
         except FileNotFoundError:
-            return None
+            return False
         if stat.S_ISLNK(info.st_mode):
             raise self._unsafe(relative, "a symbolic link")
         if not stat.S_ISREG(info.st_mode):
             raise self._unsafe(relative, "something other than a file")
-        return self.read_bytes(relative), stat.S_IMODE(info.st_mode)
+        if info.st_size != len(payload) or stat.S_IMODE(info.st_mode) != mode:
+            return False
+        return self.read_bytes(relative) == payload
 
     def write_many(self, files: Iterable[tuple[str, bytes, int]]) -> int:
         """Stage and commit at once (when no store transaction needs to sit in between)."""

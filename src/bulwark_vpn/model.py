@@ -30,6 +30,9 @@ DEFAULT_ALLOWED_IPS: tuple[IPNetwork, ...] = (
     ipaddress.IPv6Network("::/0"),
 )
 DEFAULT_KEEPALIVE = 25
+# What each peer gets in the config folder: the linuxserver layout (config, keys, QR code PNG), the same without
+# the PNG, or nothing (configs then come from `bulwark peer show` and the API).
+FILE_LAYOUTS = ("full", "configs", "none")
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,8 @@ class Settings:
     api_url: str | None = None
     require_2fa: bool = False  # every user must enrol TOTP before using the API
     audit_retention_days: int = 90
+    # Each peer's files in the config folder: one of FILE_LAYOUTS.
+    files: str = "full"
 
     def __post_init__(self) -> None:
         # The same strict parsers as every input path: a Settings holding a value that could add a line to a
@@ -85,6 +90,10 @@ class Settings:
             values.parse_dns_servers(self.peer_dns)
         if self.api_url is not None:
             values.parse_base_url(self.api_url, "API URL")
+        if self.files not in FILE_LAYOUTS:
+            from bulwark_vpn.errors import InputError
+
+            raise InputError("invalid file layout", self.files, f"use one of {', '.join(FILE_LAYOUTS)}")
         for number, low, high, what in ((self.listen_port, 1, 65535, "listen port"),
                                         (self.server_port, 1, 65535, "server port"),
                                         (self.api_port, 1, 65535, "API port"),
@@ -148,6 +157,7 @@ class SettingsUpdate:
     api_url: str | None = None
     require_2fa: bool | None = None
     audit_retention_days: int | None = None
+    files: str | None = None
     # Set by discovery (SERVERURL=auto), never by users.
     discovered_url: str | None = None
     clear: frozenset[str] = frozenset()

@@ -19,15 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bulwark_vpn.dataplane import firewall, link, wg
+from bulwark_vpn.dataplane import firewall, link, table
 from bulwark_vpn.dataplane.fwrules import Rule
-from bulwark_vpn.dataplane.gateway import DEFAULT_RUN_DIR, RuntimeState, desired_device
+from bulwark_vpn.dataplane.gateway import DEFAULT_RUN_DIR, RuntimeState
 from bulwark_vpn.dataplane.runner import Runner
 from bulwark_vpn.doctor.nftrules import resolve_conntrack_matches
 from bulwark_vpn.errors import BulwarkError, ErrorCode
 from bulwark_vpn.keys import PrivateKey
 from bulwark_vpn.model import Peer, Settings
-from bulwark_vpn.store import SCHEMA_VERSION, open_store
+from bulwark_vpn.store import SCHEMA_VERSION, PeerRow, open_store
 
 T = TypeVar("T")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -193,13 +193,15 @@ class HostFacts:
                 return None, str(exc)
         return self._once(("bulwark_rules", iface), read)
 
-    def device(self, iface: str) -> wg.DeviceState | None:
-        """The live WireGuard device, or None when there is none (or it cannot be read)."""
-        def read() -> wg.DeviceState | None:
+    def device(self, iface: str) -> LiveDevice | None:
+        """The live WireGuard device (one `wg show dump`, kept as text), or None when there is none (or it cannot
+        be read)."""
+        def read() -> LiveDevice | None:
             try:
-                return wg.read_device(self.runner, iface)
+                dump = table.read_dump(self.runner, iface)
             except BulwarkError:
                 return None
+            return None if dump is None else LiveDevice.of(dump)
         return self._once(("device", iface), read)
 
     def userspace_pid(self, iface: str) -> int | None:
@@ -229,14 +231,37 @@ class HostFacts:
 
 
 @dataclass
+class LiveDevice:
+    """A device as one `wg show dump` shows it, kept as text: the port and each peer's fields by public key
+    (parsing 65,000 lines into key and network objects would cost seconds; the checks need a few fields)."""
+
+    dump: str
+    listen_port: int
+    peers: dict[str, list[str]]  # public key (base64) -> the 8 fields of its dump line
+
+    @classmethod
+    def of(cls, dump: str) -> LiveDevice:
+        head = dump.split("\n", 1)[0].split("\t")
+        port = int(head[2]) if len(head) == 4 and head[2].isdigit() else 0
+        return cls(dump, port, {fields[0]: fields for fields in table.dump_lines(dump)})
+
+    def endpoints(self) -> set[str]:
+        """Where the device's peers are (those it has seen)."""
+        return {fields[2] for fields in self.peers.values() if fields[2] != table.NONE}
+
+
+@dataclass
 class StoreView:
-    """What the store says, read once (None fields when it could not be read)."""
+    """What the store says, read once (None fields when it could not be read): every peer as checked text
+    (`rows`), and as model objects only the peers with networks of their own (client AllowedIPs, networks
+    behind them), which the routing checks look at."""
 
     settings: Settings | None = None
     peers: list[Peer] = field(default_factory=list)
     server_key: PrivateKey | None = None
     schema: int | None = None
     problem: str | None = None  # why it could not be read
+    rows: list[PeerRow] = field(default_factory=list)
 
     @property
     def usable(self) -> bool:
@@ -249,7 +274,8 @@ def read_store(config_dir: Path) -> StoreView:
     try:
         with open_store(config_dir, read_only=True, lock_timeout=5) as store:
             schema = store.schema_version()
-            return StoreView(store.settings(), store.peers(), store.server_key(), schema)
+            return StoreView(store.settings(), store.peers_with_networks(), store.server_key(), schema,
+                             rows=list(store.peer_rows()))
     except BulwarkError as exc:
         if exc.code == ErrorCode.NOT_INITIALIZED:
             return StoreView(problem="missing")
@@ -293,16 +319,19 @@ class ServerContext:
         """Bulwark runs (or ran and left) this interface: a state file or the link itself exists."""
         return self.state is not None or self.link_exists
 
-    def device(self) -> wg.DeviceState | None:
+    def device(self) -> LiveDevice | None:
         return self.host.device(self.iface) if self.link_exists else None
 
-    def desired(self):
+    def wanted(self) -> table.DeviceTable:
+        """The device the store asks for (as the supervisor holds it)."""
         assert self.store.server_key is not None  # noqa: S101 - guarded by store.usable
-        return desired_device(self.settings, self.store.server_key, self.store.peers)
+        wanted = table.DeviceTable(self.store.server_key.to_base64(), self.settings.listen_port)
+        table.load_rows(wanted, self.store.rows, self.now)
+        return wanted
 
     def peer_names(self) -> dict[str, str]:
         """Public key (base64) -> peer name."""
-        return {str(p.public_key): p.name for p in self.store.peers}
+        return {row.public_key: row.name for row in self.store.rows}
 
     def cli(self, command: str) -> str:
         """A `bulwark` command line for this config dir (and interface, when not the store's)."""

@@ -9,12 +9,13 @@ called when the user asked (`--fix`, confirmed on a terminal or with `--yes`).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from bulwark_vpn.dataplane import firewall, netcfg
-from bulwark_vpn.dataplane.apply import apply_device
+from bulwark_vpn.dataplane.apply import apply_changes
 from bulwark_vpn.dataplane.runner import Runner
 from bulwark_vpn.doctor.facts import read_store
 from bulwark_vpn.doctor.model import CheckResult, FixOutcome
@@ -92,13 +93,21 @@ def _read_settings(config_dir: str):
 
 
 def _apply(runner: Runner, params: dict[str, Any]) -> str:
-    from bulwark_vpn.dataplane.gateway import desired_device
+    from bulwark_vpn.dataplane import table
+    from bulwark_vpn.dataplane.gateway import device_changes
 
     view = read_store(Path(params["config_dir"]))
     if not view.usable or view.settings is None or view.server_key is None:
         raise StoreError("cannot read the store", params["config_dir"], view.problem)
     iface = params["interface"]
-    changes = apply_device(runner, iface, desired_device(view.settings, view.server_key, view.peers))
+    dump = table.read_dump(runner, iface)
+    if dump is None:
+        raise StoreError("the interface is not up", iface, "bring the gateway up first ('bulwark up')")
+    wanted = table.DeviceTable(view.server_key.to_base64(), view.settings.listen_port)
+    table.load_rows(wanted, view.rows, time.time())
+    by_name = {row.name: row for row in view.rows}
+    changes = device_changes(wanted, lambda names: [by_name[n] for n in names if n in by_name], dump)
+    apply_changes(runner, iface, changes)
     return f"applied {len(changes)} change{'s' if len(changes) != 1 else ''} to {iface}"
 
 

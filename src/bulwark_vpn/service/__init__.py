@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from bulwark_vpn.service.context import DEFAULT_RUN_DIR, Context
     from bulwark_vpn.service.deploy import DEPLOY_TARGETS, DeployResult, render_deployment
     from bulwark_vpn.service.doctor import run_doctor
+    from bulwark_vpn.service.files import RenderResult, background_render, render_pending
     from bulwark_vpn.service.gateway import (
         ApplyResult,
         DownResult,
@@ -92,9 +93,11 @@ _WHERE = {
     "PeerList": "peers",
     "PeerNamesRequest": "peers",
     "PeersResult": "peers",
+    "RenderResult": "files",
     "UpResult": "gateway",
     "add_peers": "peers",
     "apply_now": "gateway",
+    "background_render": "files",
     "down": "gateway",
     "init_from_sources": "provision",
     "init_server": "provision",
@@ -103,6 +106,7 @@ _WHERE = {
     "peer_qr_text": "peers",
     "remove_peers": "peers",
     "render_deployment": "deploy",
+    "render_pending": "files",
     "run_doctor": "doctor",
     "set_peers_enabled": "peers",
     "show_peer": "peers",
@@ -141,9 +145,11 @@ __all__ = [
     "PeerList",
     "PeerNamesRequest",
     "PeersResult",
+    "RenderResult",
     "UpResult",
     "add_peers",
     "apply_now",
+    "background_render",
     "down",
     "init_from_sources",
     "init_server",
@@ -152,6 +158,7 @@ __all__ = [
     "peer_qr_text",
     "remove_peers",
     "render_deployment",
+    "render_pending",
     "run_doctor",
     "set_peers_enabled",
     "show_peer",

@@ -10,6 +10,10 @@ A mutation:
    back: nothing changed);
 4. after the commit: renames the temps over their targets and clears the journal items.
 A crash between 3 and 4 leaves the journal items in the store: the next command (or `up`) renders them again.
+
+One item is deferred instead: the server config (`wg_confs/IFACE.conf`) holds every peer, so once it is large a
+peer change records it in the journal (in its own transaction, as above) but does not render it; a background
+renderer does, a moment later, for however many changes came meanwhile (see `service.files`).
 """
 
 from __future__ import annotations
@@ -105,6 +109,9 @@ class Held:
     folder: SafeFolder
     store: Store
     crashed_before: bool  # the previous holder died holding the lock
+    # A journal item was left for the background renderer (the server config of a large gateway): once the lock
+    # is released, make sure one runs.
+    deferred: bool = False
 
 
 def _holder_text(fd: int) -> str:

@@ -112,14 +112,44 @@ def _prepare_up(ctx: Context, interface: str | None, backend: str | None, settin
     from bulwark_vpn.dataplane.gateway import refuse_if_running
     from bulwark_vpn.dataplane.runner import Runner
 
+    runner = Runner(log=ctx.log)
     with ctx.open_store(read_only=True) as store:
         check_same_gateway(ctx, store, iface)
-    refuse_if_running(Runner(log=ctx.log), ctx.run_dir, iface)
+    replace_dead_gateway(ctx, runner, iface)
+    refuse_if_running(runner, ctx.run_dir, iface)
     with locked(ctx) as held:
-        # A full check for temp files a crash may have left (commands only look where they wrote).
-        held.folder.remove_temp_files()
+        # Temp files a crash may have left where the server files go (after a detected crash, heal looks
+        # everywhere; a walk of every peer folder here would cost seconds at 65,000 peers).
+        held.folder.remove_temp_files(["wg_confs", "server"])
         heal(held)
     return iface
+
+
+def _dead_gateway(ctx: Context, runner, iface: str):
+    """The runtime state of this folder's gateway on `iface` when its supervisor died (SIGKILL, OOM) without taking
+    it down (the device may still run, or have gone with it); None otherwise."""
+    from bulwark_vpn.dataplane.gateway import RuntimeState
+
+    state = RuntimeState.load(ctx.run_dir, iface)
+    if state is None or state.supervisor_alive():
+        return None
+    with ctx.open_store(read_only=True) as store:
+        return state if state.serves(ctx.config_dir, store.gateway_id()) else None
+
+
+def replace_dead_gateway(ctx: Context, runner, iface: str) -> bool:
+    """`up` after this folder's supervisor died: note where the active peers are (the device it left still knows),
+    then remove what it left, as `down` would; the bring-up that follows reconnects those peers at once."""
+    from bulwark_vpn.dataplane import gateway
+
+    state = _dead_gateway(ctx, runner, iface)
+    if state is None:
+        return False
+    log.warning("bulwark: the supervisor of %s (pid %d) is gone; replacing the gateway it left", iface, state.pid)
+    with ctx.open_store() as store:
+        gateway.save_seen_endpoints(runner, iface, store)
+    gateway.release_system(runner, ctx.run_dir, iface, state)
+    return True
 
 
 def rediscover(ctx: Context) -> None:
@@ -149,13 +179,17 @@ def rediscover(ctx: Context) -> None:
 
 def up_foreground(ctx: Context, *, interface: str | None = None, backend: str | None = None,
                   settings_file: Path | None = None, serve: bool | None = None,
-                  ready: Callable[[Any], None] | None = None) -> None:
-    """`bulwark up --foreground`: provision from the environment if asked, bring up, supervise until signalled."""
+                  ready: Callable[[Any], None] | None = None, prepared: bool = False) -> None:
+    """`bulwark up --foreground`: provision from the environment if asked, bring up, supervise until signalled.
+    `prepared`: the `bulwark up` that started this process did the provisioning already."""
     from bulwark_vpn.dataplane import gateway
+    from bulwark_vpn.service.files import SupervisorRenders
 
-    _prepare_up(ctx, interface, backend, settings_file, serve)
+    if not prepared:
+        _prepare_up(ctx, interface, backend, settings_file, serve)
     rediscover(ctx)
-    gateway.run_foreground(ctx.config_dir, ctx.run_dir, log=ctx.log, ready=ready)
+    gateway.run_foreground(ctx.config_dir, ctx.run_dir, log=ctx.log, ready=ready,
+                           background=SupervisorRenders(ctx))
 
 
 def up_background(ctx: Context, *, interface: str | None = None, backend: str | None = None,
@@ -169,7 +203,7 @@ def up_background(ctx: Context, *, interface: str | None = None, backend: str | 
     error_path = ctx.run_dir / f"{iface}.error.json"
     error_path.unlink(missing_ok=True)
     argv = [sys.executable, "-m", "bulwark_vpn", "--run-dir", str(ctx.run_dir), "up", "--foreground",
-            "--config-dir", str(ctx.config_dir), "--error-file", str(error_path)]
+            "--config-dir", str(ctx.config_dir), "--error-file", str(error_path), "--prepared"]
     with open(log_file_path, "wb") as log_file:
         child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                                  start_new_session=True, env=dict(ctx.environ) or None)
@@ -203,6 +237,7 @@ def _child_error(error_path: Path, log_file: Path, status: int) -> BulwarkError:
 def down(ctx: Context, *, interface: object = None) -> DownResult:
     """`bulwark down`: tear this folder's gateway down (through its supervisor when it runs)."""
     from bulwark_vpn.dataplane import gateway
+    from bulwark_vpn.dataplane.runner import Runner
 
     interface = _parsed_interface(interface)
     if interface is not None and not ctx.has_store():
@@ -211,6 +246,11 @@ def down(ctx: Context, *, interface: object = None) -> DownResult:
         with ctx.open_store(read_only=True) as store:
             iface = _interface(store, interface)
             check_same_gateway(ctx, store, iface)
+        runner = Runner(log=ctx.log)
+        if _dead_gateway(ctx, runner, iface) is not None and gateway.link.link_exists(runner, iface):
+            # Its supervisor could not note where the peers are: the device it left still knows.
+            with ctx.open_store() as store:
+                gateway.save_seen_endpoints(runner, iface, store)
     return DownResult(iface, gateway.stop_gateway(ctx.run_dir, iface))
 
 
@@ -252,21 +292,26 @@ def _status(ctx: Context, interface: object, names: Iterable[object] | None):
 
 
 def apply_now(ctx: Context, *, dry_run: bool = False, interface: object = None) -> ApplyResult:
-    """Make the live device match the store now; with dry_run only describe the changes."""
-    from bulwark_vpn.dataplane import gateway
-    from bulwark_vpn.dataplane.apply import apply_device
+    """Make the live device match the store now; with dry_run only describe the changes. The device is compared
+    as the supervisor compares it (text, one read), so only the peers that differ are parsed."""
+    from bulwark_vpn.dataplane import table
+    from bulwark_vpn.dataplane.apply import apply_changes
+    from bulwark_vpn.dataplane.gateway import device_changes
     from bulwark_vpn.dataplane.runner import Runner
 
     interface = _parsed_interface(interface)
+    runner = Runner(log=ctx.log)
     with ctx.open_store(read_only=True) as store:
         settings = store.settings()
         iface = _interface(store, interface)
         check_same_gateway(ctx, store, iface)
-        desired = gateway.desired_device(settings, store.require_server_key(), store.peers())
-    runner = Runner(log=ctx.log)
-    if not gateway.link.link_exists(runner, iface):
-        raise NotFoundError("the interface is not up", iface, "bring the gateway up first ('bulwark up')",
-                            code=ErrorCode.NOT_RUNNING)
-    changes = [change.describe() for change in apply_device(runner, iface, desired, dry_run=dry_run)]
-    return ApplyResult(iface, dry_run, changes)
-
+        dump = table.read_dump(runner, iface)
+        if dump is None:
+            raise NotFoundError("the interface is not up", iface, "bring the gateway up first ('bulwark up')",
+                                code=ErrorCode.NOT_RUNNING)
+        wanted = table.DeviceTable(store.require_server_key().to_base64(), settings.listen_port)
+        table.load_rows(wanted, store.peer_rows(), time.time())
+        changes = device_changes(wanted, store.peer_rows, dump)
+    if not dry_run and changes:
+        apply_changes(runner, iface, changes)
+    return ApplyResult(iface, dry_run, [change.describe() for change in changes])

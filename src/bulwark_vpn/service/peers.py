@@ -145,7 +145,7 @@ class PeerConfigRequest:
 # -- results ----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PeerInfo:
     """A peer as `peer list` shows it: no secrets."""
 

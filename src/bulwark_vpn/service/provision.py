@@ -34,17 +34,18 @@ from bulwark_vpn.service.context import LOCK_NAME, Context
 from bulwark_vpn.service.files import locked, mutate, peer_item, remove_item
 from bulwark_vpn.service.peers import check_routes_free, create_peer, pools
 from bulwark_vpn.store import RENDER_ALL_PEERS, RENDER_SERVER, STORE_NAME, Store
+from bulwark_vpn.values import peer_folder
 
 log = logging.getLogger("bulwark_vpn")
 
 # Settings that appear in client configs: changing one re-renders every peer's files.
 CLIENT_FACING = ("server_url", "server_port", "listen_port", "peer_dns", "allowed_ips", "mtu", "discovered_url",
-                 "subnet4", "subnet6")
+                 "subnet4", "subnet6", "files")
 # The variables that provision a server (linuxserver's, and Bulwark's own).
 PROVISIONING_VARIABLES = ("PEERS", "SERVERURL", "SERVERPORT", "INTERNAL_SUBNET", "INTERNAL_SUBNET6", "PEERDNS",
                           "ALLOWEDIPS", "PERSISTENTKEEPALIVE_PEERS", "LOG_CONFS", "BULWARK_LISTEN_PORT",
                           "BULWARK_SUBNET6", "BULWARK_MTU", "BULWARK_INTERFACE", "BULWARK_BACKEND",
-                          "BULWARK_EGRESS_INTERFACE", "BULWARK_SETTINGS")
+                          "BULWARK_EGRESS_INTERFACE", "BULWARK_SETTINGS", "BULWARK_FILES")
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,8 @@ def _validate_new_settings(ctx: Context, store: Store, old: Settings, new: Setti
         if running_state(ctx, old.interface) is not None:
             raise ConflictError("cannot rename the interface while the gateway runs", new.interface,
                                 f"it runs on '{old.interface}': take it down first ('bulwark down')")
+    if new.subnet4 == old.subnet4 and (new.subnet6 is None or new.subnet6 == old.subnet6):
+        return  # the peers' addresses are only checked against a new subnet
     peers = store.peers()
     # The server takes the subnet's first host: a changed subnet (an IPv6 /126 around a peer, say) must not put it
     # on a peer's address.
@@ -139,7 +142,9 @@ def _adopt(store: Store, adopted: adopt_mod.Adopted) -> Settings:
 
 
 def _apply_keepalive_peers(store: Store, names: tuple[str, ...]) -> list[str]:
-    changed = []
+    changed: list[str] = []
+    if not names:
+        return changed
     for peer in store.peers():
         wanted = "all" in names or peer.name in names
         if wanted and peer.keepalive is None:
@@ -253,8 +258,10 @@ def _init_server(ctx: Context, request: InitRequest) -> InitResult:
                 items.append(RENDER_ALL_PEERS)
             else:
                 stale = {p.name for p in added} | set(keepalive_changed)
-                stale |= {p.name for p in store.peers()
-                          if not folder.exists(f"{p.folder_name}/publickey-{p.folder_name}")}
+                if new.files != "none":
+                    # A peer folder deleted by hand comes back (one listing, not a look per peer).
+                    present = set(folder.listdir())
+                    stale |= {name for name in store.peer_names() if peer_folder(name) not in present}
                 items += [peer_item(name) for name in sorted(stale)]
             result = InitResult(new, fresh, adopted.source if adopted else None, tuple(p.name for p in added),
                                 changed, ctx.config_dir)

@@ -11,7 +11,7 @@ An export writes into a new (or empty) folder, privately, through `SafeFolder` (
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -206,7 +206,8 @@ def _linuxserver_files(store: Store) -> tuple[list[tuple[str, bytes, int]], int,
     with_hooks = head + "\n".join(LINUXSERVER_HOOKS) + "\n" + full[len(head):]
     files = [(rel, f.content, f.mode) for rel, f in server.items() if rel != conf_name]
     files.append((conf_name, with_hooks.encode(), PRIVATE_FILE))
-    peer_files, _stale = _peer_file_set(store, store.peers())
+    # The linuxserver layout whatever this folder's own `files` setting: configs, keys and QR codes.
+    peer_files, _stale = _peer_file_set(replace(settings, files="full"), key.public_key(), store.peers())
     files += peer_files
     files.append((".donoteditthisfile", _donoteditthisfile(store, warnings), PRIVATE_FILE))
     clients = sum(1 for rel, _, _ in peer_files if rel.endswith(".conf"))

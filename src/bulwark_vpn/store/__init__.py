@@ -13,6 +13,8 @@ from bulwark_vpn.store.base import (
     RENDER_ALL_PEERS,
     RENDER_PEER,
     RENDER_SERVER,
+    PeerRow,
+    StatusRow,
     Store,
 )
 from bulwark_vpn.store.sqlite import (
@@ -24,6 +26,8 @@ from bulwark_vpn.store.sqlite import (
 
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
+    "PeerRow",
+    "StatusRow",
     "REMOVE_FOLDER",
     "RENDER_ALL_PEERS",
     "RENDER_PEER",

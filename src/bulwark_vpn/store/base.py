@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from bulwark_vpn.addressing import Pool
 from bulwark_vpn.keys import PrivateKey
@@ -62,6 +62,44 @@ class PeerSummary:
 SORTS = ("created", "name", "address", "owner", "expires")
 
 
+class PeerRow(NamedTuple):
+    """A peer as the data plane needs it, read as stored text (checked against whole-value patterns, never parsed
+    into key or address objects): what `wg setconf` takes and `wg show dump` prints. Holds the preshared key."""
+
+    name: str
+    public_key: str
+    preshared_key: str | None
+    address4: str
+    address6: str | None
+    routed: tuple[str, ...]  # networks behind the peer (server_allowed_ips)
+    keepalive: int | None
+    enabled: bool
+    expires_at: float | None
+
+    def tunnel_networks(self) -> tuple[str, ...]:
+        """What the server routes to this peer, as text: its /32 (and /128), then the networks behind it."""
+        own = (f"{self.address4}/32",) if self.address6 is None else (f"{self.address4}/32", f"{self.address6}/128")
+        return own + self.routed
+
+
+def row_of(peer: Peer) -> PeerRow:
+    """A model peer as the data plane's row (the same text the store holds)."""
+    return PeerRow(peer.name, str(peer.public_key), peer.preshared_key.to_base64() if peer.preshared_key else None,
+                   str(peer.address4), str(peer.address6) if peer.address6 else None,
+                   tuple(str(n) for n in peer.server_allowed_ips), peer.keepalive or None, peer.enabled,
+                   peer.expires_at)
+
+
+class StatusRow(NamedTuple):
+    """A peer as `status` joins it with the device: text only."""
+
+    name: str
+    public_key: str
+    address4: str
+    address6: str | None
+    enabled: bool
+
+
 class Store(Protocol):
     """One gateway's state: settings, server key, peers, address pools, a revision, the render journal."""
 
@@ -97,11 +135,50 @@ class Store(Protocol):
     def peer(self, name: str) -> Peer: ...
     def has_peer(self, name: str) -> bool: ...
     def peer_count(self) -> int: ...
+    def peer_names(self) -> list[str]: ...
+    def peers_with_networks(self) -> list[Peer]:
+        """The peers with client AllowedIPs of their own or networks behind them (usually few)."""
+        ...
 
     def peer_summaries(self, query: PeerQuery) -> tuple[list[PeerSummary], int]:
         """One page of peers matching the query, and how many match in all."""
         ...
     def server_peer_rows(self) -> list[tuple]: ...
+
+    def peer_rows(self, names: Iterable[str] | None = None) -> Iterator[PeerRow]:
+        """Every peer (or the named ones that exist) in store order, as text: the supervisor's bulk load."""
+        ...
+
+    def status_rows(self, names: Iterable[str] | None = None) -> Iterator[StatusRow]:
+        """Every peer (or the named ones that exist) as `status` joins them with the device, in store order."""
+        ...
+    def expired_names(self, now: float) -> list[str]:
+        """Enabled peers whose expiry has passed."""
+        ...
+
+    def next_expiry(self, now: float) -> float | None:
+        """When the next enabled peer expires (after `now`), if one does."""
+        ...
+
+    def last_peer_change(self) -> int:
+        """The position of the newest entry in the log of changed peers (0 when empty)."""
+        ...
+
+    def peer_changes(self, after: int) -> tuple[list[str], int]:
+        """Names of the peers changed (added, updated, removed) after position `after`, and the newest position."""
+        ...
+
+    def prune_peer_changes(self, upto: int) -> None: ...
+
+    def endpoints(self) -> dict[str, tuple[str, int]]:
+        """Public key -> (endpoint, when it was last seen online): where each peer was last seen."""
+        ...
+
+    def save_endpoints(self, seen: Iterable[tuple[str, str, int]]) -> None:
+        """Record (public key, endpoint, seen at); not a change of the store's revision (nothing to apply)."""
+        ...
+
+    def prune_endpoints(self) -> None: ...
     def insert_peer(self, peer: Peer) -> None: ...
     def update_peer(self, peer: Peer) -> None: ...
     def delete_peer(self, name: str, pools: tuple[Pool, Pool | None]) -> Peer: ...

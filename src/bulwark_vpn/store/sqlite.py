@@ -23,7 +23,7 @@ import sqlite3
 import stat
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -32,7 +32,7 @@ from bulwark_vpn.errors import ConflictError, ErrorCode, NotFoundError, StoreErr
 from bulwark_vpn.fsutil import PRIVATE_FILE, UnsafePathError
 from bulwark_vpn.keys import PresharedKey, PrivateKey, PublicKey
 from bulwark_vpn.model import Peer, Settings
-from bulwark_vpn.store.base import PeerQuery, PeerSummary
+from bulwark_vpn.store.base import PeerQuery, PeerRow, PeerSummary, StatusRow
 from bulwark_vpn.store.control import ControlPlane
 from bulwark_vpn.values import parse_ip_address, parse_network
 
@@ -43,7 +43,12 @@ _SAFE_KEY = re.compile(r"[A-Za-z0-9+/]{43}=")
 _SAFE_ADDRESS = re.compile(r"[0-9.]{7,15}")
 _SAFE_ADDRESS6 = re.compile(r"[0-9A-Fa-f:.]{2,45}")
 _SAFE_NETWORK = re.compile(r"[0-9A-Fa-f:.]{2,45}/[0-9]{1,3}")
-SCHEMA_VERSION = 3
+# The three checked at once (one match per row of a listing, not three), and with the IPv6 address for status.
+_SAFE_SUMMARY = re.compile(rf"(?:{_SAFE_NAME.pattern})\t(?:{_SAFE_KEY.pattern})\t(?:{_SAFE_ADDRESS.pattern})")
+_SAFE_STATUS = re.compile(rf"{_SAFE_SUMMARY.pattern}\t(?:{_SAFE_ADDRESS6.pattern})?")
+# What `wg show dump` prints as an endpoint: an IPv4 address or a bracketed IPv6 address, and a port.
+_SAFE_ENDPOINT = re.compile(r"(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|\[[0-9a-fA-F:.]{2,45}\]):[0-9]{1,5}")
+SCHEMA_VERSION = 4
 # How long a command waits for another process's write transaction before saying who holds it.
 DEFAULT_LOCK_TIMEOUT = 10.0
 RESTORE_HINT = ("restore it from a backup ('bulwark restore FILE'); the rendered files in this folder still hold "
@@ -122,6 +127,15 @@ _MIGRATIONS: dict[int, str] = {
         rx INTEGER NOT NULL, tx INTEGER NOT NULL, PRIMARY KEY (peer, resolution, bucket)) WITHOUT ROWID;
     CREATE INDEX traffic_bucket ON traffic(resolution, bucket);
     """,
+    # Scale: where each peer was last seen (kept by the supervisor, so a restart, a reboot or a new container
+    # reconnects active clients at once; keyed by public key, so a re-keyed peer starts afresh), and a log of the
+    # names of changed peers, filled by triggers (see _MIGRATION_STEPS) whoever writes, so the supervisor reloads
+    # only what changed.
+    4: """
+    CREATE TABLE peer_endpoints (public_key TEXT PRIMARY KEY, endpoint TEXT NOT NULL, seen_at INTEGER NOT NULL)
+        WITHOUT ROWID;
+    CREATE TABLE peer_changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL);
+    """,
 }
 
 
@@ -132,8 +146,26 @@ def _backfill_address_numbers(conn: sqlite3.Connection) -> None:
                      [(int(ipaddress.IPv4Address(address)), row_id) for row_id, address in rows])
 
 
+_CHANGE_TRIGGERS = (
+    "CREATE TRIGGER peers_inserted AFTER INSERT ON peers BEGIN "
+    "INSERT INTO peer_changes(name) VALUES (NEW.name); END",
+    "CREATE TRIGGER peers_updated AFTER UPDATE ON peers BEGIN "
+    "INSERT INTO peer_changes(name) VALUES (OLD.name); "
+    "INSERT INTO peer_changes(name) SELECT NEW.name WHERE NEW.name <> OLD.name; END",
+    "CREATE TRIGGER peers_deleted AFTER DELETE ON peers BEGIN "
+    "INSERT INTO peer_changes(name) VALUES (OLD.name); END",
+)
+
+
+def _add_change_triggers(conn: sqlite3.Connection) -> None:
+    """Schema 4: every write to `peers` logs the peer's name (trigger bodies hold semicolons, so they are not in
+    the split SQL text)."""
+    for statement in _CHANGE_TRIGGERS:
+        conn.execute(statement)
+
+
 # Steps in Python that follow a version's SQL.
-_MIGRATION_STEPS = {3: _backfill_address_numbers}
+_MIGRATION_STEPS = {3: _backfill_address_numbers, 4: _add_change_triggers}
 
 
 def lock_holders(path: Path) -> list[str]:
@@ -191,6 +223,31 @@ def translate(exc: sqlite3.Error, path: Path) -> StoreError:
                           code=ErrorCode.READ_ONLY)
     return StoreError(f"the store is damaged ({exc})", str(path), RESTORE_HINT)
 
+
+
+def _row_problem(name: object, public: object, psk: object, address4: object, address6: object,
+                 networks: tuple, keepalive: object) -> str | None:
+    """What is wrong with a peer row read as text, in the words of the parsers; None when nothing is. A secret is
+    never shown."""
+    if not (isinstance(name, str) and _SAFE_NAME.fullmatch(name)):
+        return "invalid name"
+    if not (isinstance(public, str) and _SAFE_KEY.fullmatch(public)):
+        return f"invalid public key: '{show_value(public)}'"
+    if psk is not None and not (isinstance(psk, str) and _SAFE_KEY.fullmatch(psk)):
+        return "invalid preshared key"
+    if not (isinstance(address4, str) and _SAFE_ADDRESS.fullmatch(address4)):
+        return f"invalid IPv4 address: '{show_value(address4)}'"
+    if address6 is not None and not (isinstance(address6, str) and _SAFE_ADDRESS6.fullmatch(address6)):
+        return f"invalid IPv6 address: '{show_value(address6)}'"
+    if not all(isinstance(n, str) and _SAFE_NETWORK.fullmatch(n) for n in networks):
+        return "invalid networks behind the peer"
+    if keepalive is not None and not (isinstance(keepalive, int) and 0 <= keepalive <= 65535):
+        return "invalid keepalive"
+    return None
+
+
+# Main-file states that passed quick_check in this process (see SQLiteStore._prepare).
+_CHECKED: set[tuple[str, int, int, int, int]] = set()
 
 
 def _offset_key(offset: int) -> str:
@@ -268,9 +325,15 @@ class SQLiteStore(ControlPlane):
 
     def _prepare(self) -> None:
         conn = self._conn
-        result = conn.execute("PRAGMA quick_check").fetchone()
-        if result is None or result[0] != "ok":
-            raise sqlite3.DatabaseError(f"integrity check failed: {result[0] if result else 'no answer'}")
+        # quick_check reads the whole file (30-100 ms at 65,000 peers): once per process for a given state of the
+        # main file (a damaged or replaced file has another size, time or inode; commits go to the WAL).
+        info = os.stat(self.path)
+        state = (str(self.path), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        if state not in _CHECKED:
+            result = conn.execute("PRAGMA quick_check").fetchone()
+            if result is None or result[0] != "ok":
+                raise sqlite3.DatabaseError(f"integrity check failed: {result[0] if result else 'no answer'}")
+            _CHECKED.add(state)
         if self.read_only:
             version = self._schema_version()
             if version > SCHEMA_VERSION:
@@ -517,6 +580,120 @@ class SQLiteStore(ControlPlane):
         return [(*row[:5], json.loads(row[5]), row[6]) for row in rows]
 
     @_translated
+    def peer_rows(self, names: Iterable[str] | None = None) -> Iterator[PeerRow]:
+        """Peers as checked text, in store order; the named ones (those that exist) when `names` is given."""
+        if names is None:
+            cursor = self._conn.execute(f"SELECT {_ROW_COLUMNS} FROM peers ORDER BY id")  # noqa: S608 - constant
+            yield from map(self._row, cursor)
+            return
+        wanted = sorted(set(names))
+        found: list[tuple[int, PeerRow]] = []
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            marks = ", ".join("?" * len(chunk))  # only "?" marks: every name travels as a parameter
+            query = f"SELECT id, {_ROW_COLUMNS} FROM peers WHERE name IN ({marks})"  # noqa: S608
+            found += [(row[0], self._row(row[1:])) for row in self._conn.execute(query, chunk)]
+        yield from (row for _, row in sorted(found))
+
+    def _row(self, row: tuple) -> PeerRow:
+        name, public, psk, address4, address6, routed, keepalive, enabled, expires = row
+        networks: tuple[str, ...] = ()
+        if routed != "[]":
+            try:
+                networks = tuple(json.loads(routed))
+            except (ValueError, TypeError):
+                networks = (None,)  # type: ignore[assignment]
+        reason = _row_problem(name, public, psk, address4, address6, networks, keepalive)
+        if reason is not None:
+            raise StoreError(f"the store '{self.path}' holds a damaged peer '{show_value(name)}' ({reason}): restore "
+                             f"it from a backup")
+        return PeerRow(name, public, psk, address4, address6, networks, keepalive or None, bool(enabled), expires)
+
+    @_translated
+    def status_rows(self, names: Iterable[str] | None = None) -> Iterator[StatusRow]:
+        columns = "SELECT id, name, public_key, address4, address6, enabled FROM peers"
+        if names is None:
+            rows: Iterable[tuple] = self._conn.execute(f"{columns} ORDER BY id")  # noqa: S608 - constant
+        else:
+            wanted = sorted(set(names))
+            found: list[tuple] = []
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start:start + 500]
+                marks = ", ".join("?" * len(chunk))  # only "?" marks: every name travels as a parameter
+                found += self._conn.execute(f"{columns} WHERE name IN ({marks})", chunk).fetchall()  # noqa: S608
+            rows = sorted(found)
+        for _, name, public, address4, address6, enabled in rows:
+            if not (isinstance(name, str) and isinstance(public, str) and isinstance(address4, str)
+                    and (address6 is None or isinstance(address6, str))
+                    and _SAFE_STATUS.fullmatch(f"{name}\t{public}\t{address4}\t{address6 or ''}")):
+                raise StoreError(f"the store holds a damaged peer '{show_value(name)}'", str(self.path),
+                                 RESTORE_HINT)
+            yield StatusRow(name, public, address4, address6, bool(enabled))
+
+    @_translated
+    def expired_names(self, now: float) -> list[str]:
+        return [row[0] for row in self._conn.execute(
+            "SELECT name FROM peers WHERE expires_at IS NOT NULL AND expires_at <= ? AND enabled = 1", (now,))]
+
+    @_translated
+    def next_expiry(self, now: float) -> float | None:
+        row = self._conn.execute("SELECT MIN(expires_at) FROM peers WHERE expires_at IS NOT NULL AND expires_at > ? "
+                                 "AND enabled = 1", (now,)).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    # -- the log of changed peers, and where peers were last seen -------------------------------------
+
+    @_translated
+    def last_peer_change(self) -> int:
+        if self._schema_version() < 4:
+            return 0
+        # AUTOINCREMENT keeps the last position in sqlite_sequence, also once the log was pruned.
+        row = self._conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'peer_changes'").fetchone()
+        return int(row[0]) if row is not None else 0
+
+    @_translated
+    def peer_changes(self, after: int) -> tuple[list[str], int]:
+        if self._schema_version() < 4:
+            return [], after
+        rows = self._conn.execute("SELECT seq, name FROM peer_changes WHERE seq > ? ORDER BY seq", (after,)).fetchall()
+        if not rows:
+            return [], after
+        return list(dict.fromkeys(name for _, name in rows)), int(rows[-1][0])
+
+    @_translated
+    def prune_peer_changes(self, upto: int) -> None:
+        with self.transaction():
+            self._conn.execute("DELETE FROM peer_changes WHERE seq <= ?", (upto,))
+
+    @_translated
+    def endpoints(self) -> dict[str, tuple[str, int]]:
+        if self._schema_version() < 4:
+            return {}
+        return {public: (endpoint, int(seen)) for public, endpoint, seen in self._conn.execute(
+            "SELECT public_key, endpoint, seen_at FROM peer_endpoints")
+            if isinstance(public, str) and _SAFE_KEY.fullmatch(public) and isinstance(endpoint, str)
+            and _SAFE_ENDPOINT.fullmatch(endpoint)}
+
+    @_translated
+    def save_endpoints(self, seen: Iterable[tuple[str, str, int]]) -> None:
+        rows = [(public, endpoint, int(at)) for public, endpoint, at in seen
+                if _SAFE_KEY.fullmatch(public) and _SAFE_ENDPOINT.fullmatch(endpoint)]
+        if not rows:
+            return
+        with self.transaction():
+            self._conn.executemany(
+                "INSERT INTO peer_endpoints(public_key, endpoint, seen_at) VALUES(?, ?, ?) ON CONFLICT(public_key) "
+                "DO UPDATE SET endpoint=excluded.endpoint, seen_at=excluded.seen_at", rows)
+
+    @_translated
+    def prune_endpoints(self) -> None:
+        """Forget the endpoints of peers removed (or re-keyed) since they were seen."""
+        if self._schema_version() < 4:
+            return
+        with self.transaction():
+            self._conn.execute("DELETE FROM peer_endpoints WHERE public_key NOT IN (SELECT public_key FROM peers)")
+
+    @_translated
     def peer(self, name: str) -> Peer:
         row = self._conn.execute(f"SELECT {_PEER_COLUMNS} FROM peers WHERE name=?", (name,)).fetchone()  # noqa: S608
         if row is None:
@@ -526,6 +703,17 @@ class SQLiteStore(ControlPlane):
     @_translated
     def has_peer(self, name: str) -> bool:
         return self._conn.execute("SELECT 1 FROM peers WHERE name=?", (name,)).fetchone() is not None
+
+    @_translated
+    def peers_with_networks(self) -> list[Peer]:
+        rows = self._conn.execute(
+            f"SELECT {_PEER_COLUMNS} FROM peers WHERE allowed_ips IS NOT NULL "  # noqa: S608 - constant
+            "OR server_allowed_ips != '[]' ORDER BY id").fetchall()
+        return [self._peer(row) for row in rows]
+
+    @_translated
+    def peer_names(self) -> list[str]:
+        return [row[0] for row in self._conn.execute("SELECT name FROM peers ORDER BY id")]
 
     @_translated
     def peer_count(self) -> int:
@@ -563,12 +751,12 @@ class SQLiteStore(ControlPlane):
     def _summary(self, row: tuple) -> PeerSummary:
         (name, public, address4, address6, allowed, routed, keepalive, enabled, has_private, created, owner,
          expires) = row
-        if not (isinstance(name, str) and _SAFE_NAME.fullmatch(name) and isinstance(public, str)
-                and _SAFE_KEY.fullmatch(public) and isinstance(address4, str) and _SAFE_ADDRESS.fullmatch(address4)):
+        if not (isinstance(name, str) and isinstance(public, str) and isinstance(address4, str)
+                and _SAFE_SUMMARY.fullmatch(f"{name}\t{public}\t{address4}")):
             raise StoreError(f"the store holds a damaged peer '{show_value(name)}'", str(self.path), RESTORE_HINT)
         try:
             allowed_list = None if allowed is None else tuple(str(n) for n in json.loads(allowed))
-            routed_list = tuple(str(n) for n in json.loads(routed))
+            routed_list = () if routed == "[]" else tuple(str(n) for n in json.loads(routed))
         except (ValueError, TypeError):
             raise StoreError(f"the store holds a damaged peer '{name}'", str(self.path), RESTORE_HINT) from None
         if (address6 is not None and not (isinstance(address6, str) and _SAFE_ADDRESS6.fullmatch(address6))) or \
@@ -693,6 +881,9 @@ _PEER_COLUMNS = (
     "server_allowed_ips, keepalive, enabled, owner, expires_at"
 )
 _PEER_COLUMN_COUNT = 12
+# What the data plane reads (PeerRow), also constant.
+_ROW_COLUMNS = ("name, public_key, preshared_key, address4, address6, server_allowed_ips, keepalive, enabled, "
+                "expires_at")
 
 
 def _nets_to_json(nets) -> str | None:
