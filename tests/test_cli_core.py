@@ -3,6 +3,7 @@
 import ipaddress
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -427,3 +428,25 @@ def test_status_of_named_peers_lists_those_and_refuses_an_unknown_name(tmp_path)
     assert unknown.stderr.strip() == "bulwark: no such peer: 'nobody': see 'bulwark peer list'"
     bad = bulwark("status", "--config-dir", str(config), "a\nb", check=False)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
+HELP_PROBE = r"""
+import sys
+from click.testing import CliRunner
+from bulwark_vpn.cli import cli
+for args in (["--help"], ["peer", "--help"], ["up", "--help"]):
+    assert CliRunner().invoke(cli, args).exit_code == 0, args
+print("\n".join(sorted(sys.modules)))
+"""
+
+
+def test_help_loads_no_heavy_module():
+    """`bulwark --help` answers without the QR encoders, cryptography, the data plane, the store or the web stack
+    (issue 9): what it loads is click and the command table only."""
+    loaded = set(subprocess.run([sys.executable, "-c", HELP_PROBE], capture_output=True, text=True, check=True,
+                                env=clean_env(), cwd=Path(__file__).parent.parent).stdout.split())
+    assert "click" in loaded and "bulwark_vpn.cli" in loaded  # the probe did run the command line
+    heavy = ("cryptography", "segno", "qrcode", "fastapi", "starlette", "uvicorn", "pydantic", "sqlite3", "dnslib",
+             "argon2", "pyotp", "prometheus_client", "bulwark_vpn.dataplane", "bulwark_vpn.render.qr",
+             "bulwark_vpn.store", "bulwark_vpn.web", "bulwark_vpn.doctor")
+    assert sorted(m for m in loaded if m.split(".")[0] in heavy or m.startswith(heavy)) == []
