@@ -134,6 +134,26 @@ def test_dns_through_the_tunnel_and_a_stopped_forwarder(lab: Lab):
     assert doctor(lab, "--peer-config", str(conf), ns=client).status("dns") == "ok"
 
 
+def test_a_forwarder_whose_upstream_fails_every_name_is_a_warning_on_both_sides(lab: Lab):
+    """Issue 9: the forwarder answers, but SERVFAIL for every name (its upstream is unreachable): that is not "ok",
+    on the server nor through the tunnel, and the server's doctor names the upstream."""
+    lab.server.set_resolv_conf("nameserver 127.0.0.1\n")  # nothing listens there: every name is SERVFAIL
+    lab.init("--peers", "alice")
+    lab.up()
+    server = doctor(lab)
+    check = server["dns"]
+    assert check["status"] == "warn", check
+    assert "SERVFAIL for every name" in check["evidence"] and "127.0.0.1" in check["evidence"]
+    assert server.rc == 0  # a warning is not a failure
+
+    conf = conf_file(lab, peer_conf(lab, "alice"))
+    client = bare_client(lab)
+    lab.factory.wg_quick_up(client, without_dns(with_allowed_ips(peer_conf(lab, "alice"), "10.13.13.0/24")))
+    report = doctor(lab, "--peer-config", str(conf), ns=client)
+    assert report.status("dns") == "warn", report["dns"]
+    assert "10.13.13.1 via " in report["dns"]["evidence"] and "SERVFAIL for every name" in report["dns"]["evidence"]
+
+
 def test_allowed_ips_colliding_with_local_routes(lab: Lab):
     start(lab)
     client = bare_client(lab)
