@@ -388,3 +388,46 @@ def test_metrics_answer_loopback_and_metrics_tokens_only(gw: Gateway) -> None:
     _is_error(gw.client().get("/metrics"), 401, "unauthenticated")
     # The loopback actor reads metrics and nothing else.
     _is_error(loopback.get("/api/v1/status"), 401, "unauthenticated")
+
+
+def test_an_admin_downloads_a_backup_that_restores_and_the_audit_log_names_it(gw: Gateway, tmp_path: Path,
+                                                                              caplog) -> None:
+    from bulwark_vpn.backupfile import Passphrase
+
+    caplog.set_level(logging.DEBUG)
+    client, admin = gw.client(), gw.token("admin")
+    plain = client.post("/api/v1/backup", json={}, headers=admin)
+    assert plain.status_code == 200, plain.text
+    assert plain.headers["content-type"] == "application/octet-stream"
+    assert plain.headers["cache-control"] == "no-store"
+    assert re.fullmatch(r'attachment; filename="bulwark-backup-\d{8}T\d{6}Z\.tar\.gz"',
+                        plain.headers["content-disposition"])
+    secret = "the passphrase of this backup"  # noqa: S105 - a test value
+    sealed = client.post("/api/v1/backup", json={"passphrase": secret}, headers=admin)
+    assert sealed.status_code == 200 and sealed.content.startswith(b"age-encryption.org/v1")
+    assert sealed.headers["content-disposition"].endswith('.tar.gz.age"')
+    # Each file restores the same server and peers into a fresh folder (the CLI's restore).
+    with gw.ctx.open_store(read_only=True) as store:
+        key, names = store.require_server_key().public_key(), sorted(p.name for p in store.peers())
+    for body, passphrase in ((plain.content, None), (sealed.content, Passphrase(secret))):
+        path = tmp_path / f"backup-{passphrase is not None}"
+        path.write_bytes(body)
+        target = service.Context(tmp_path / f"restored-{passphrase is not None}", run_dir=TEST_RUN_DIR)
+        service.restore_store(target, service.RestoreRequest(path, passphrase))
+        with target.open_store(read_only=True) as store:
+            assert store.require_server_key().public_key() == key
+            assert sorted(p.name for p in store.peers()) == names
+    # Every key of the team: admins only, whatever else a token or a session may do.
+    for headers in (gw.token("read"), gw.token("peers:write"), gw.token("metrics")):
+        _is_error(client.post("/api/v1/backup", json={}, headers=headers), 403, "forbidden")
+    alice, csrf = gw.signed_in("alice")
+    _is_error(alice.post("/api/v1/backup", json={}, headers=csrf), 403, "forbidden")
+    boss, csrf = gw.signed_in("boss")
+    _is_error(boss.post("/api/v1/backup", json={}), 403, "forbidden")  # a session needs its CSRF token
+    _is_error(boss.post("/api/v1/backup", json={"passphrase": ""}, headers=csrf), 422, "invalid_value")
+    _is_error(boss.post("/api/v1/backup", json={"passphrase": 7}, headers=csrf), 422, "invalid_value")
+    entries = boss.get("/api/v1/audit").json()["entries"]
+    backups = [e for e in entries if e["operation"] == "backup"]
+    assert len(backups) == 2 and {e["via"] for e in backups} == {"api"}
+    assert {e["detail"] for e in backups} == {"1 peer(s), not encrypted", "1 peer(s), encrypted"}
+    assert secret not in caplog.text

@@ -35,8 +35,8 @@ def _init(config: Path) -> None:
 
 
 def tables(db: Path) -> dict[str, list[tuple]]:
-    """Every row of every table, except what a restore deliberately renews (the gateway id, the revision) and the
-    render journal."""
+    """Every row of every table, except what a restore deliberately renews (the gateway id, the revision), the
+    render journal, and the audit entry each backup writes after its snapshot."""
     conn = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)
     try:
         names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
@@ -44,7 +44,8 @@ def tables(db: Path) -> dict[str, list[tuple]]:
         for name in names:
             if name == "pending_renders":
                 continue
-            rows = conn.execute(f"SELECT * FROM {name}").fetchall()  # noqa: S608 - names from sqlite_master
+            where = " WHERE operation != 'backup'" if name == "audit" else ""
+            rows = conn.execute(f"SELECT * FROM {name}{where}").fetchall()  # noqa: S608 - names from sqlite_master
             if name == "meta":
                 rows = [r for r in rows if r[0] not in ("gateway_id", "revision")]
             out[name] = sorted(rows, key=repr)

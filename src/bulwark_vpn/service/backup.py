@@ -10,6 +10,7 @@ gateway it was taken from may still run elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -21,8 +22,9 @@ from typing import Any
 
 from bulwark_vpn import backupfile
 from bulwark_vpn.backupfile import Manifest, Passphrase, bad
-from bulwark_vpn.errors import ErrorCode, InputError, StoreError
+from bulwark_vpn.errors import BulwarkError, ErrorCode, InputError, StoreError
 from bulwark_vpn.fsutil import PRIVATE_FILE, disk_error
+from bulwark_vpn.service.audit import record
 from bulwark_vpn.service.context import Context
 from bulwark_vpn.service.replace import install_store, private_tempdir
 from bulwark_vpn.store import SCHEMA_VERSION, STORE_NAME, SQLiteStore, Store
@@ -118,11 +120,22 @@ def default_backup_name(encrypted: bool, now: float | None = None) -> str:
     return f"bulwark-backup-{stamp}.tar.gz" + (".age" if encrypted else "")
 
 
-def backup_store(ctx: Context, request: BackupRequest) -> BackupResult:
-    """Write one backup file of the whole store (0600, atomic, never through a link)."""
+@dataclass(frozen=True)
+class BackupData:
+    """A backup file's bytes, for a caller that sends them rather than writing them (the HTTP API)."""
+
+    data: bytes
+    encrypted: bool
+    manifest: Manifest
+    filename: str
+    seconds: dict[str, float]
+
+
+def backup_data(ctx: Context, passphrase: Passphrase | None = None) -> BackupData:
+    """The whole store as one backup file's bytes (encrypted with `passphrase` when given). Recorded in the audit
+    log: it holds every key of the team."""
     ctx.actor.require_admin()  # every key of the team goes in or out: admins only
-    encrypted = request.passphrase is not None
-    out = (request.out or Path(default_backup_name(encrypted))).absolute()
+    encrypted = passphrase is not None
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     with private_tempdir() as tmp, ctx.open_store(read_only=True) as store:
@@ -137,16 +150,27 @@ def backup_store(ctx: Context, request: BackupRequest) -> BackupResult:
                                            server_public_key=public)
         data = backupfile.build_archive(database, manifest)
         seconds["archive"] = time.perf_counter() - mark
-    if request.passphrase is not None:
+    if passphrase is not None:
         mark = time.perf_counter()
-        data = backupfile.encrypt(data, request.passphrase)
+        data = backupfile.encrypt(data, passphrase)
         seconds["encrypt"] = time.perf_counter() - mark
+    with contextlib.suppress(BulwarkError), ctx.open_store() as store, store.transaction():
+        record(ctx, store, "backup", detail=f"{peers} peer(s), {'encrypted' if encrypted else 'not encrypted'}")
+    return BackupData(data, encrypted, manifest, default_backup_name(encrypted), seconds)
+
+
+def backup_store(ctx: Context, request: BackupRequest) -> BackupResult:
+    """Write one backup file of the whole store (0600, atomic, never through a link)."""
+    start = time.perf_counter()
+    backup = backup_data(ctx, request.passphrase)
+    out = (request.out or Path(backup.filename)).absolute()
+    seconds = dict(backup.seconds)
     mark = time.perf_counter()
-    backupfile.write_private(out, data)
+    backupfile.write_private(out, backup.data)
     seconds["write"] = time.perf_counter() - mark
     seconds["total"] = time.perf_counter() - start
-    log.debug("bulwark: backup of %d peer(s) written to %s", peers, out)
-    return BackupResult(out, encrypted, manifest, len(data), seconds)
+    log.debug("bulwark: backup of %d peer(s) written to %s", backup.manifest.peer_count, out)
+    return BackupResult(out, backup.encrypted, backup.manifest, len(backup.data), seconds)
 
 
 def backup_is_encrypted(path: Path) -> bool:

@@ -403,3 +403,24 @@ def audit(caller: CallerDep, user: Annotated[str | None, Query(max_length=100)] 
     from bulwark_vpn.service.audit import AuditRequest, list_audit
 
     return list_audit(caller.ctx, AuditRequest.parse(user=user, peer=peer, offset=offset, limit=limit)).to_dict()
+
+
+# -- backup ---------------------------------------------------------------------------------------------------
+
+_BACKUP_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERRORS, 200: {"content": {"application/octet-stream": {}},
+                    "description": "a backup file: tar.gz, or the age format when a passphrase is given"}}
+
+
+@api.add("POST", "/backup", "admin", response_class=Response, responses=_BACKUP_RESPONSES, tags=["backup"])
+def backup(body: s.BackupBody, caller: CallerDep) -> Response:
+    """The whole store as one file, as `bulwark backup` writes it (every key of the team: admins only, and
+    recorded in the audit log). With `passphrase` it is encrypted in the age format (`age -d` opens it). Restore
+    and import replace the store of the gateway that serves this API, so they stay on the gateway's command line
+    (`bulwark restore`, `bulwark import`)."""
+    from bulwark_vpn.backupfile import Passphrase
+    from bulwark_vpn.service.backup import backup_data
+
+    made = backup_data(caller.ctx, None if body.passphrase is None else Passphrase(body.passphrase))
+    return Response(made.data, media_type="application/octet-stream", headers={
+        "Content-Disposition": f'attachment; filename="{made.filename}"', "Cache-Control": "no-store"})

@@ -161,6 +161,11 @@ class SignInBody(Model):
     password: str = Field(max_length=300)
 
 
+class BackupBody(Model):
+    # Checked by the backup's own passphrase rule (1 to 1024 characters); never logged, never in a URL.
+    passphrase: str | None = Field(None, max_length=1024)
+
+
 class CodeBody(Model):
     code: str = Field(max_length=40)
 
