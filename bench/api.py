@@ -37,7 +37,7 @@ LOAD = r"""
 import http.client, json, statistics, sys, threading, time
 path_kind, method, clients, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 token = sys.stdin.readline().strip()  # never in argv
-latencies, errors, counter, statuses = [], [], [0], {}
+latencies, errors, counter, statuses, first_errors = [], [], [0], {}, {}
 lock = threading.Lock()
 stop = time.monotonic() + seconds
 
@@ -49,7 +49,7 @@ def worker(index):
         if path_kind == "create":
             with lock:
                 counter[0] += 1
-                name = f"bench{counter[0]}"
+                name = f"bench{clients}x{counter[0]}"  # unique across the rows of a run
             path, body = "/api/v1/peers", json.dumps({"names": [name]})
         elif path_kind == "list":
             path, body = f"/api/v1/peers?limit=50&offset={(n * 50) % 9950}", None
@@ -64,11 +64,12 @@ def worker(index):
         try:
             conn.request(method, path, body=body, headers=headers)
             answer = conn.getresponse()
-            answer.read()
+            body = answer.read()
             ok = answer.status < 400
             if not ok:
                 with lock:
                     statuses[answer.status] = statuses.get(answer.status, 0) + 1
+                    first_errors.setdefault(answer.status, body[:300].decode(errors="replace"))
         except OSError as exc:
             ok = False
             with lock:
@@ -87,12 +88,13 @@ wall = time.monotonic() - begin
 lat = sorted(latencies)
 def pct(p): return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else float("nan")
 print(json.dumps({"requests": len(lat), "errors": len(errors), "wall": wall, "p50": pct(0.5), "p95": pct(0.95),
-                  "statuses": {str(k): v for k, v in statuses.items()}}))
+                  "statuses": {str(k): v for k, v in statuses.items()},
+                  "first_errors": {str(k): v for k, v in first_errors.items()}}))
 """
 
 
 def provision(config: Path, count: int) -> None:
-    """`count` peers in the store in one transaction, and the server files (peer files are not what is timed)."""
+    """`count` peers in the store in one transaction, and the server files."""
     from bulwark_vpn import service
     from bulwark_vpn.config import InitRequest, parse_peers, settings_update
     from bulwark_vpn.fsutil import SafeFolder
@@ -128,6 +130,12 @@ def main() -> int:
         started = time.perf_counter()
         provision(config, args.peers)
         print(f"{args.peers:,} peers provisioned in {time.perf_counter() - started:.1f} s")
+        # Their files (configs, keys, QR codes) as `bulwark init --peers N` leaves them, so `up` below starts from
+        # a folder level with its store, as a running installation's is.
+        started = time.perf_counter()
+        subprocess.run([PY, "-m", "bulwark_vpn", "render", "--all", "--config-dir", str(config)], env=env, check=True,
+                       capture_output=True)
+        print(f"their files rendered in {time.perf_counter() - started:.1f} s")
         bulwark = [PY, "-m", "bulwark_vpn"]
         subprocess.run([*bulwark, "user", "add", "boss", "--admin", "--password-stdin", "--config-dir", str(config)],
                        input=PASSWORD + "\n", text=True, env=env, check=True, capture_output=True)
@@ -146,7 +154,7 @@ def main() -> int:
                  f"{'errors':>6}  {'goal':>10}  verdict"
         print(header)
         print("-" * len(header))
-        met = True
+        met, notes = True, []
         for label, kind, method, goal in rows:
             for clients in (1, 50):
                 out = ns.run([PY, "-c", LOAD, kind, method, str(clients), str(args.seconds)],
@@ -166,9 +174,13 @@ def main() -> int:
                     met &= ok
                 if result["statuses"]:
                     verdict += f" {result['statuses']}"
+                    notes.extend(f"{label}, {clients} clients, first {code}: {text}"
+                                 for code, text in result["first_errors"].items())
                 print(f"{label:<30} {clients:>7} {result['requests']:>8} {rps:>7.1f} "
                       f"{result['p50'] * 1000:>6.1f}ms {result['p95'] * 1000:>6.1f}ms {result['errors']:>6}  "
                       f"{goal_text:>10}  {verdict}")
+        for note in notes:
+            print(note)
         print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
         ns.run([*bulwark, "down", "--config-dir", str(config)], check=False, timeout=60)
         return 0 if met else 1
