@@ -91,3 +91,53 @@ def test_a_folder_held_by_another_command_is_one_line_naming_it(tmp_path: Path) 
         holder.wait()
     with sqlite3.connect(config / "bulwark.db") as db:
         assert db.execute("SELECT COUNT(*) FROM peers").fetchone()[0] == 1
+
+
+def test_threads_of_one_process_queue_for_the_folder_without_a_false_timeout(tmp_path: Path) -> None:
+    """The API's threads hold the folder lock one after the other as the same process and command: a thread whose
+    wait is longer than the timeout in all, while the lock keeps changing hands, waits on (50 concurrent creations
+    once got 503 'busy' here); a lock held by one holder longer than the timeout is still refused."""
+    import threading
+
+    from bulwark_vpn.errors import StoreError
+    from bulwark_vpn.fsutil import SafeFolder
+    from bulwark_vpn.service.context import folder_lock
+
+    errors: list[Exception] = []
+    done: list[int] = []
+
+    def hold(index: int) -> None:
+        try:
+            with SafeFolder.open(tmp_path) as folder, folder_lock(folder, timeout=0.5):
+                time.sleep(0.15)
+                done.append(index)
+        except StoreError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hold, args=(i,)) for i in range(8)]  # 8 x 0.15 s = 1.2 s > 0.5 s
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and sorted(done) == list(range(8))
+
+    with SafeFolder.open(tmp_path) as folder, folder_lock(folder, timeout=0.5):
+        refused: list[Exception] = []
+        waiter = threading.Thread(target=lambda: refused.extend(_try_lock(tmp_path)))
+        started = time.monotonic()
+        waiter.start()
+        waiter.join()
+        assert len(refused) == 1 and "the config folder is busy" in str(refused[0])
+        assert 0.45 < time.monotonic() - started < 3
+
+
+def _try_lock(folder_path: Path) -> list[Exception]:
+    from bulwark_vpn.errors import StoreError
+    from bulwark_vpn.fsutil import SafeFolder
+    from bulwark_vpn.service.context import folder_lock
+
+    try:
+        with SafeFolder.open(folder_path) as folder, folder_lock(folder, timeout=0.5):
+            return []
+    except StoreError as exc:
+        return [exc]

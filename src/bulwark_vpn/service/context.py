@@ -123,19 +123,28 @@ def _holder_text(fd: int) -> str:
     return show_value(text) if text else ""
 
 
+def _holder_stamp(fd: int) -> int:
+    """When the lock file was last written: each holder writes it on acquisition, so this changes hands with it."""
+    try:
+        return os.fstat(fd).st_mtime_ns
+    except OSError:
+        return 0
+
+
 def _acquire(fd: int, timeout: float, path: Path) -> None:
     """Wait while the lock changes hands (a queue of commands makes progress); give up when one holder keeps it
-    longer than `timeout`, naming it."""
-    holder = _holder_text(fd)
+    longer than `timeout`, naming it. A change of hands is a new holder text or a new write of the same text: the
+    API's threads all hold it as the same process and command, one after the other."""
+    holder, stamp = _holder_text(fd), _holder_stamp(fd)
     deadline = time.monotonic() + timeout
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return
         except BlockingIOError:
-            current = _holder_text(fd)
-            if current != holder:
-                holder, deadline = current, time.monotonic() + timeout
+            current, current_stamp = _holder_text(fd), _holder_stamp(fd)
+            if (current, current_stamp) != (holder, stamp):
+                holder, stamp, deadline = current, current_stamp, time.monotonic() + timeout
             elif time.monotonic() >= deadline:
                 raise StoreError("the config folder is busy", str(path),
                                  f"held by {holder or 'another process'} for more than {timeout:g} s: try again "
