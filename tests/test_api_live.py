@@ -95,6 +95,12 @@ def test_an_expired_peers_tunnel_stops(lab: Lab) -> None:
     listed = json.loads(lab.bulwark("peer", "list", "--json").stdout)["peers"]
     assert listed[0]["expired"] is True
     assert "expired" in lab.bulwark("peer", "list").stdout
+    # `status` says so too, in text, in JSON and over the API.
+    shown = json.loads(lab.bulwark("status", "--json").stdout)["peers"]
+    assert [(p["name"], p["expired"], p["online"]) for p in shown] == [("alice", True, False)]
+    assert "expired" in lab.bulwark("status").stdout
+    status, body = call(lab.server, "GET", "http://127.0.0.1:8080/api/v1/status", token)
+    assert status == 200 and [p["expired"] for p in json.loads(body)["peers"]] == [True], body
     lab.bulwark("down")
 
 

@@ -160,9 +160,10 @@ _OPTIONAL = st.none() | _TEXT
 
 @settings(max_examples=200, deadline=None)
 @given(name=_TEXT, key=_TEXT, a4=_TEXT, a6=_OPTIONAL, enabled=st.booleans(), endpoint=_OPTIONAL,
-       numbers=st.tuples(*[st.integers(0, 1 << 62)] * 3), online=st.booleans())
-def test_a_status_line_is_what_the_json_encoder_writes(name, key, a4, a6, enabled, endpoint, numbers, online):
-    peer = PeerStatus(name, key, a4, a6, enabled, endpoint, *numbers, online)
+       numbers=st.tuples(*[st.integers(0, 1 << 62)] * 3), online=st.booleans(), expired=st.booleans())
+def test_a_status_line_is_what_the_json_encoder_writes(name, key, a4, a6, enabled, endpoint, numbers, online,
+                                                        expired):
+    peer = PeerStatus(name, key, a4, a6, enabled, endpoint, *numbers, online, expired)
     assert jsonlines.status_peer(peer) == json.dumps(peer.to_dict(), sort_keys=True)
 
 

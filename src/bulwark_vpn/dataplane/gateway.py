@@ -973,13 +973,14 @@ class PeerStatus(NamedTuple):
     rx_bytes: int
     tx_bytes: int
     online: bool
+    expired: bool = False  # its expiry has passed: the supervisor took it off the device
 
     def to_dict(self) -> dict[str, Any]:
         # By hand: asdict deep-copies and costs tens of microseconds a peer.
         return {"name": self.name, "public_key": self.public_key, "address4": self.address4,
                 "address6": self.address6, "enabled": self.enabled, "endpoint": self.endpoint,
                 "latest_handshake": self.latest_handshake, "rx_bytes": self.rx_bytes, "tx_bytes": self.tx_bytes,
-                "online": self.online}
+                "online": self.online, "expired": self.expired}
 
 
 @dataclass(frozen=True)
@@ -1059,14 +1060,15 @@ def gateway_status(store: Store, run_dir: Path, iface: str | None = None, runner
     none = table_mod.NONE
     for row in store_rows:
         seen = live.get(row.public_key)
+        expired = row.expires_at is not None and row.expires_at <= moment
         if seen is None:
             rows.append(PeerStatus(row.name, row.public_key, row.address4, row.address6, row.enabled, None, 0, 0, 0,
-                                   False))
+                                   False, expired))
             continue
         handshake = int(seen[4])
         rows.append(PeerStatus(row.name, row.public_key, row.address4, row.address6, row.enabled,
                                seen[2] if seen[2] != none else None, handshake, int(seen[5]), int(seen[6]),
-                               handshake > 0 and handshake > online_after))
+                               handshake > 0 and handshake > online_after, expired))
     up = dump is not None
     # The device holds exactly the store's enabled peers (apply removes any other), so its recent handshakes
     # are the online count without reading every peer from the store.

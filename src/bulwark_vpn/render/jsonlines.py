@@ -44,12 +44,12 @@ def status_peer(peer: Any) -> str:
         six = "null" if address6 is None else f'"{address6}"'
         seen = "null" if endpoint is None else f'"{endpoint}"'
         return (f'{{"address4": "{peer.address4}", "address6": {six}, '
-                f'"enabled": {_bool(peer.enabled)}, "endpoint": {seen}, '
+                f'"enabled": {_bool(peer.enabled)}, "endpoint": {seen}, "expired": {_bool(peer.expired)}, '
                 f'"latest_handshake": {int(peer.latest_handshake)}, "name": "{peer.name}", '
                 f'"online": {_bool(peer.online)}, "public_key": "{peer.public_key}", '
                 f'"rx_bytes": {int(peer.rx_bytes)}, "tx_bytes": {int(peer.tx_bytes)}}}')
     return (f'{{"address4": {text(peer.address4)}, "address6": {text(peer.address6)}, '
-            f'"enabled": {_bool(peer.enabled)}, "endpoint": {text(peer.endpoint)}, '
+            f'"enabled": {_bool(peer.enabled)}, "endpoint": {text(peer.endpoint)}, "expired": {_bool(peer.expired)}, '
             f'"latest_handshake": {int(peer.latest_handshake)}, "name": {text(peer.name)}, '
             f'"online": {_bool(peer.online)}, "public_key": {text(peer.public_key)}, '
             f'"rx_bytes": {int(peer.rx_bytes)}, "tx_bytes": {int(peer.tx_bytes)}}}')

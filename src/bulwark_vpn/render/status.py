@@ -53,7 +53,8 @@ def render_status(report, now: float | None = None) -> str:
     lines.append(f"  addresses: {', '.join(report.addresses)}")
     lines += render_exposure(report)
     for peer in report.peers:
-        state = "online" if peer.online else ("disabled" if not peer.enabled else "offline")
+        state = "online" if peer.online else ("disabled" if not peer.enabled else
+                                              "expired" if peer.expired else "offline")
         lines.append("")
         lines.append(f"peer: {peer.name} ({state})")
         lines.append(f"  public key: {peer.public_key}")

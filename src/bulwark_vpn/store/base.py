@@ -98,6 +98,7 @@ class StatusRow(NamedTuple):
     address4: str
     address6: str | None
     enabled: bool
+    expires_at: float | None
 
 
 class Store(Protocol):

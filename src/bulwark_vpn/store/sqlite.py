@@ -611,7 +611,7 @@ class SQLiteStore(ControlPlane):
 
     @_translated
     def status_rows(self, names: Iterable[str] | None = None) -> Iterator[StatusRow]:
-        columns = "SELECT id, name, public_key, address4, address6, enabled FROM peers"
+        columns = "SELECT id, name, public_key, address4, address6, enabled, expires_at FROM peers"
         if names is None:
             rows: Iterable[tuple] = self._conn.execute(f"{columns} ORDER BY id")  # noqa: S608 - constant
         else:
@@ -622,13 +622,15 @@ class SQLiteStore(ControlPlane):
                 marks = ", ".join("?" * len(chunk))  # only "?" marks: every name travels as a parameter
                 found += self._conn.execute(f"{columns} WHERE name IN ({marks})", chunk).fetchall()  # noqa: S608
             rows = sorted(found)
-        for _, name, public, address4, address6, enabled in rows:
+        for _, name, public, address4, address6, enabled, expires_at in rows:
             if not (isinstance(name, str) and isinstance(public, str) and isinstance(address4, str)
                     and (address6 is None or isinstance(address6, str))
+                    and (expires_at is None or (isinstance(expires_at, (int, float)) and expires_at == expires_at))
                     and _SAFE_STATUS.fullmatch(f"{name}\t{public}\t{address4}\t{address6 or ''}")):
                 raise StoreError(f"the store holds a damaged peer '{show_value(name)}'", str(self.path),
                                  RESTORE_HINT)
-            yield StatusRow(name, public, address4, address6, bool(enabled))
+            yield StatusRow(name, public, address4, address6, bool(enabled),
+                            None if expires_at is None else float(expires_at))
 
     @_translated
     def expired_names(self, now: float) -> list[str]:
