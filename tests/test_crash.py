@@ -157,6 +157,20 @@ def background_renderers(config: Path) -> list[int]:
     return found
 
 
+def wait_dead(pid: int, timeout: float = 60) -> None:
+    """Until the process has exited (gone, or a zombie: its descriptors, and so its locks, are released)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        except (OSError, IndexError):
+            return
+        if state in ("Z", "X"):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"pid {pid} did not die within {timeout:g} s of SIGKILL")
+
+
 def settled(config: Path, timeout: float = 15) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -195,6 +209,9 @@ def test_sigkill_between_a_peer_change_and_the_deferred_server_config_heals(tmp_
         for pid in background_renderers(config):
             os.kill(pid, signal.SIGKILL)
             renderer_kills += 1
+            # A process killed inside sync(2) dies when the call returns, seconds later on a busy disk: until then it
+            # still holds the render lock and counts as a running renderer. The crash is when it is gone.
+            wait_dead(pid)
         with open_store(config, read_only=True) as store:
             deferred_left += RENDER_SERVER in store.pending_renders()
         bulwark(*rnd.choice([["peer", "list"], ["peer", "add", f"x{round_number}"], ["init"]]),
