@@ -63,7 +63,7 @@ test: deps-test venv checkov
 
 # The pure and in-process tests, in seconds: no namespaces, containers, browser or long runs.
 test-fast: venv
-	$(VENV)/bin/pytest -q -n auto -m "not netns and not slow and not container and not browser"
+	$(VENV)/bin/pytest -q -n auto --dist worksteal -m "not netns and not slow and not container and not browser"
 
 # The web UI in a real Chromium against a gateway in namespaces (root), and the README's screenshots.
 test-browser: deps-test venv

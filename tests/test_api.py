@@ -390,6 +390,7 @@ def test_metrics_answer_loopback_and_metrics_tokens_only(gw: Gateway) -> None:
     _is_error(loopback.get("/api/v1/status"), 401, "unauthenticated")
 
 
+@pytest.mark.slow  # two scrypt passes (age): about 3 s
 def test_an_admin_downloads_a_backup_that_restores_and_the_audit_log_names_it(gw: Gateway, tmp_path: Path,
                                                                               caplog) -> None:
     from bulwark_vpn.backupfile import Passphrase

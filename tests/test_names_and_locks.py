@@ -93,6 +93,7 @@ def test_a_folder_held_by_another_command_is_one_line_naming_it(tmp_path: Path) 
         assert db.execute("SELECT COUNT(*) FROM peers").fetchone()[0] == 1
 
 
+@pytest.mark.slow  # waits out lock timeouts: about 2 s
 def test_threads_of_one_process_queue_for_the_folder_without_a_false_timeout(tmp_path: Path) -> None:
     """The API's threads hold the folder lock one after the other as the same process and command: a thread whose
     wait is longer than the timeout in all, while the lock keeps changing hands, waits on (50 concurrent creations

@@ -152,6 +152,7 @@ def _guesses(ctx, user: str, address: str, seconds: float, clock: list[float]) -
     return checked
 
 
+@pytest.mark.slow  # dozens of argon2id checks: about 3 s
 def test_a_patient_password_guesser_is_slowed_down_to_the_maximum_delay(gw: Gateway) -> None:
     from dataclasses import replace
 
