@@ -20,6 +20,8 @@
 - A token with only the read scope could revoke its owner's other tokens (DELETE /tokens/{id} asked for "read").
 - Connections that sent half a request (or a request slowly) were kept for as long as they stayed open: 256 of
   them made the server answer 503 to everyone.
+- An unexpected error (500) was answered outside the middleware stack: without the security headers and without
+  `Cache-Control: no-store`.
 """
 
 from __future__ import annotations
@@ -296,3 +298,21 @@ def test_connections_that_never_finish_a_request_are_closed_and_the_server_answe
         for conn in slow:
             conn.close()
         server.stop()
+
+
+def test_an_unexpected_error_is_the_one_json_shape_with_the_security_headers(gw: Gateway, caplog) -> None:
+    """A 500 is answered outside the app's middleware: it carried no security header and no Cache-Control."""
+    from fastapi.testclient import TestClient
+
+    from bulwark_vpn.web.app import SECURITY_HEADERS
+
+    @gw.app.get("/api/v1/test-only-failure")
+    def failure() -> None:
+        raise RuntimeError("the details stay in the log: /secret/path")
+
+    answer = TestClient(gw.app, raise_server_exceptions=False).get("/api/v1/test-only-failure")
+    assert answer.status_code == 500
+    assert answer.json()["error"]["code"] == "internal" and "/secret/path" not in answer.text
+    assert {k: answer.headers.get(k) for k in SECURITY_HEADERS} == SECURITY_HEADERS
+    assert answer.headers["cache-control"] == "no-store"
+    assert "/secret/path" in caplog.text

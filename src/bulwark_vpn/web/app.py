@@ -81,9 +81,12 @@ def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def _unexpected(request: Request, exc: Exception) -> Response:
-    # The details go to the log, never to the client.
+    # The details go to the log, never to the client. Starlette answers this outside the middleware stack, so the
+    # security headers are added here.
     log.error("bulwark: unexpected error on %s %s: %r", request.method, request.url.path, exc)
-    return error_response(ErrorCode.INTERNAL, "an unexpected error", None, "see the server's log")
+    response = error_response(ErrorCode.INTERNAL, "an unexpected error", None, "see the server's log")
+    response.headers.update({**SECURITY_HEADERS, "Cache-Control": "no-store"})
+    return response
 
 
 class BodyLimit:
