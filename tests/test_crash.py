@@ -82,6 +82,26 @@ def folder_files(config: Path) -> dict[str, bytes]:
             if p.is_file() and p.name not in SKIP}
 
 
+def run_and_kill(worker_code: str, config: Path, rnd: random.Random, longest: float) -> int:
+    """Start a worker making changes, SIGKILL it after a random moment (up to `longest` s); how many it made."""
+    worker = subprocess.Popen([sys.executable, "-c", worker_code, str(config), str(rnd.randrange(1 << 30))],
+                              stdout=subprocess.PIPE, text=True, env=clean_env(), cwd=Path(__file__).parent.parent)
+    assert worker.stdout is not None
+    assert worker.stdout.readline().strip() == "ready"
+    time.sleep(rnd.uniform(0.05, longest))
+    worker.send_signal(signal.SIGKILL)
+    return worker.communicate()[0].split().count("done")
+
+
+def assert_level_with_the_store(config: Path, when: str) -> None:
+    """No temp file left, and the folder byte for byte a fresh render of the store."""
+    assert not list(config.rglob(".bulwark-tmp-*")), f"temp files left after {when}"
+    actual, expected = folder_files(config), fresh_render(config)
+    assert sorted(actual) == sorted(expected), f"after {when}: files differ in name"
+    differing = [rel for rel in expected if actual[rel] != expected[rel]]
+    assert not differing, f"after {when}: stale {differing[:5]}"
+
+
 def test_sigkill_at_random_moments_during_1000_changes_heals_at_the_next_command(tmp_path):
     config = tmp_path / "c"
     bulwark("init", "--config-dir", str(config), "--server-url", "vpn.example.com", "--peers", "p0,p1,p2")
@@ -90,13 +110,7 @@ def test_sigkill_at_random_moments_during_1000_changes_heals_at_the_next_command
     interrupted_journal = 0
     # Both counts are goals: on a fast machine 1,000 changes take fewer kills, so keep killing until both are met.
     while changes < 1000 or kills < 20:
-        worker = subprocess.Popen([sys.executable, "-c", WORKER, str(config), str(rnd.randrange(1 << 30))],
-                                  stdout=subprocess.PIPE, text=True, env=clean_env(), cwd=Path(__file__).parent.parent)
-        assert worker.stdout is not None
-        assert worker.stdout.readline().strip() == "ready"
-        time.sleep(rnd.uniform(0.05, 1.5))
-        worker.send_signal(signal.SIGKILL)
-        changes += worker.communicate()[0].split().count("done")
+        changes += run_and_kill(WORKER, config, rnd, 1.5)
         kills += 1
         with open_store(config, read_only=True) as store:
             interrupted_journal += bool(store.pending_renders())
@@ -104,11 +118,7 @@ def test_sigkill_at_random_moments_during_1000_changes_heals_at_the_next_command
         bulwark(*rnd.choice([["peer", "list"], ["peer", "add", f"x{kills}"], ["init"]]), "--config-dir", str(config))
         with open_store(config, read_only=True) as store:
             assert store.pending_renders() == []
-        assert not list(config.rglob(".bulwark-tmp-*")), f"temp files left after kill {kills}"
-        actual, expected = folder_files(config), fresh_render(config)
-        assert sorted(actual) == sorted(expected), f"after kill {kills}: files differ in name"
-        differing = [rel for rel in expected if actual[rel] != expected[rel]]
-        assert not differing, f"after kill {kills}: stale {differing[:5]}"
+        assert_level_with_the_store(config, f"kill {kills}")
     print(f"{changes} changes, {kills} kills, {interrupted_journal} left a pending journal")
     assert kills >= 20
 
@@ -197,13 +207,7 @@ def test_sigkill_between_a_peer_change_and_the_deferred_server_config_heals(tmp_
     rnd = random.Random(12)
     changes = kills = renderer_kills = deferred_left = 0
     for round_number in range(25):
-        worker = subprocess.Popen([sys.executable, "-c", BIG_WORKER, str(config), str(rnd.randrange(1 << 30))],
-                                  stdout=subprocess.PIPE, text=True, env=clean_env(), cwd=Path(__file__).parent.parent)
-        assert worker.stdout is not None
-        assert worker.stdout.readline().strip() == "ready"
-        time.sleep(rnd.uniform(0.05, 1.2))
-        worker.send_signal(signal.SIGKILL)
-        changes += worker.communicate()[0].split().count("done")
+        changes += run_and_kill(BIG_WORKER, config, rnd, 1.2)
         kills += 1
         time.sleep(rnd.choice([0, 0.1, 0.35, 0.6]))  # before, while or after a renderer works
         for pid in background_renderers(config):
@@ -217,11 +221,7 @@ def test_sigkill_between_a_peer_change_and_the_deferred_server_config_heals(tmp_
         bulwark(*rnd.choice([["peer", "list"], ["peer", "add", f"x{round_number}"], ["init"]]),
                 "--config-dir", str(config))
         assert settled(config), f"the journal is still pending after round {round_number}"
-        assert not list(config.rglob(".bulwark-tmp-*")), f"temp files left after round {round_number}"
-        actual, expected = folder_files(config), fresh_render(config)
-        assert sorted(actual) == sorted(expected), f"after round {round_number}: files differ in name"
-        differing = [rel for rel in expected if actual[rel] != expected[rel]]
-        assert not differing, f"after round {round_number}: stale {differing[:5]}"
+        assert_level_with_the_store(config, f"round {round_number}")
     print(f"{changes} changes, {kills} kills of the changing process, {renderer_kills} of a renderer, "
           f"{deferred_left} times the server config was left pending")
     assert deferred_left >= 5 and renderer_kills >= 3

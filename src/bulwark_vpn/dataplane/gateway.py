@@ -369,19 +369,7 @@ class Gateway:
         key = self.store.require_server_key()
         now = time.time()
         table = table_mod.DeviceTable(key.to_base64(), settings.listen_port)
-        first = set(ahead)
-        early: list[str] = []
-        later: list[str] = []
-        conflicts = []
-        for row in self.store.peer_rows():
-            if not row.enabled or (row.expires_at is not None and row.expires_at <= now):
-                continue
-            conflict = table.place(row)
-            if conflict is not None:
-                conflicts.append(conflict)
-            else:
-                section = table_mod.peer_conf(row, endpoints.get(row.public_key))
-                (early if row.public_key in first else later).append(section)
+        early, later, conflicts = table_mod.load_rows_split(table, self.store.peer_rows(), now, endpoints, ahead)
         self._say_conflicts(conflicts, table)
         self.table, self.settings, self._key = table, settings, key
         self._revision, self._cursor = revision, cursor

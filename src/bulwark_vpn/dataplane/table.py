@@ -188,9 +188,19 @@ def load_rows(table: DeviceTable, rows: Iterable[PeerRow], now: float,
               endpoints: Mapping[str, str] | None = None) -> tuple[list[str], list[Conflict]]:
     """Place every enabled, unexpired row in `table` (store order) and return the `[Peer]` sections of the placed
     ones (with their known endpoints) and the conflicts."""
-    sections: list[str] = []
+    early, later, conflicts = load_rows_split(table, rows, now, endpoints)
+    return early + later, conflicts
+
+
+def load_rows_split(table: DeviceTable, rows: Iterable[PeerRow], now: float,
+                    endpoints: Mapping[str, str] | None = None,
+                    ahead: Iterable[str] = ()) -> tuple[list[str], list[str], list[Conflict]]:
+    """`load_rows`, with the sections of the peers in `ahead` (public keys) apart from the others."""
+    early: list[str] = []
+    later: list[str] = []
     conflicts: list[Conflict] = []
     known = endpoints or {}
+    first = set(ahead)
     for row in rows:
         if not row.enabled or (row.expires_at is not None and row.expires_at <= now):
             continue
@@ -198,5 +208,5 @@ def load_rows(table: DeviceTable, rows: Iterable[PeerRow], now: float,
         if conflict is not None:
             conflicts.append(conflict)
         else:
-            sections.append(peer_conf(row, known.get(row.public_key)))
-    return sections, conflicts
+            (early if row.public_key in first else later).append(peer_conf(row, known.get(row.public_key)))
+    return early, later, conflicts
